@@ -1,0 +1,91 @@
+import type { KubernetesObject } from '@kubernetes/client-node';
+
+/** Names fixed by the design: API group tandem.dev, version v1alpha1. */
+export const GROUP = 'tandem.dev';
+export const VERSION = 'v1alpha1';
+export const API_VERSION = `${GROUP}/${VERSION}`;
+export const CSI_DRIVER_NAME = 'csi.tandem.dev';
+
+export const VOLUME_KIND = 'Volume';
+export const VOLUME_PLURAL = 'volumes';
+
+export type AccessMode = 'ReadWriteOnce' | 'ReadWriteOncePod' | 'ReadWriteMany';
+export type VolumeMode = 'Filesystem' | 'Block';
+export type VolumeState =
+  | 'Creating'
+  | 'Detached'
+  | 'Attaching'
+  | 'Attached'
+  | 'Migrating'
+  | 'Detaching'
+  | 'Deleting'
+  | 'Faulted';
+export type Robustness = 'Healthy' | 'Degraded' | 'Faulted' | 'Unknown';
+export type ReplicaMode = 'ReadWrite' | 'WriteOnly' | 'Failed';
+
+export interface VolumeSpec {
+  sizeBytes: number;
+  numberOfReplicas: number;
+  accessMode: AccessMode;
+  volumeMode: VolumeMode;
+  migratable?: boolean;
+  fsType?: 'ext4' | 'xfs';
+  staleReplicaTimeoutSeconds?: number;
+  /** Nodes that should run an engine; two only during a live migration. */
+  engines?: { node: string }[];
+}
+
+export interface ReplicaStatus {
+  node: string;
+  address?: string;
+  mode: ReplicaMode;
+  rebuildProgress?: number;
+}
+
+export interface MigrationRecord {
+  source: string;
+  target: string;
+  vmiUID?: string;
+  vmName?: string;
+  startedAt?: string;
+}
+
+export interface Condition {
+  type: string;
+  status: 'True' | 'False' | 'Unknown';
+  reason?: string;
+  message?: string;
+  lastTransitionTime?: string;
+  observedGeneration?: number;
+}
+
+export interface VolumeStatus {
+  observedGeneration?: number;
+  state?: VolumeState;
+  robustness?: Robustness;
+  node?: string;
+  epoch?: number;
+  healthyReplicas?: number;
+  replicas?: ReplicaStatus[];
+  migration?: MigrationRecord;
+  conditions?: Condition[];
+}
+
+export interface Volume extends KubernetesObject {
+  apiVersion: typeof API_VERSION;
+  kind: typeof VOLUME_KIND;
+  metadata: NonNullable<KubernetesObject['metadata']> & { name: string };
+  spec: VolumeSpec;
+  status?: VolumeStatus;
+}
+
+export interface VolumeList {
+  apiVersion: string;
+  kind: string;
+  metadata: { resourceVersion?: string; continue?: string };
+  items: Volume[];
+}
+
+export function newVolume(name: string, spec: VolumeSpec): Volume {
+  return { apiVersion: API_VERSION, kind: VOLUME_KIND, metadata: { name }, spec };
+}

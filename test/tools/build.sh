@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Builds the real Kubernetes and CSI tools the tests run against, from the Go
+# wrapper modules beside this script (pinned versions, committed go.sum).
+#
+# Each binary lands in a content-addressed cache outside the work tree
+#   ${TANDEM_TOOLS_CACHE:-$XDG_CACHE_HOME/tandem/tools}/<name>-<key>/<name>
+# keyed on the wrapper's go.mod, go.sum and the Go version, so a fresh clone on
+# a warm machine reuses it, and a version bump rebuilds only what changed.
+# <repo>/.cache/bin/<name> (git-ignored) links to the cached binary; the
+# TypeScript harness looks there.
+#
+# usage: test/tools/build.sh [name ...]     (default: every tool)
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+cache=${TANDEM_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tandem/tools}
+bin="$repo/.cache/bin"
+export GOTOOLCHAIN=local
+export GOFLAGS=-mod=readonly
+
+# name | wrapper module folder | package to build
+tools=(
+  "etcd|etcd|go.etcd.io/etcd/server/v3"
+  "kube-apiserver|kube|k8s.io/kubernetes/cmd/kube-apiserver"
+  "kubectl|kube|k8s.io/kubernetes/cmd/kubectl"
+  "csi-sanity|csi-sanity|github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity"
+  "csi-provisioner|csi-provisioner|github.com/kubernetes-csi/external-provisioner/v6/cmd/csi-provisioner"
+  "csi-attacher|csi-attacher|github.com/kubernetes-csi/external-attacher/v4/cmd/csi-attacher"
+  "csi-resizer|csi-resizer|github.com/kubernetes-csi/external-resizer/v2/cmd/csi-resizer"
+)
+
+command -v go >/dev/null || { echo "build.sh: Go is not installed (need Go >= 1.25)" >&2; exit 1; }
+mkdir -p "$cache" "$bin"
+wanted=("$@")
+
+is_wanted() {
+  [ ${#wanted[@]} -eq 0 ] && return 0
+  local w
+  for w in "${wanted[@]}"; do [ "$w" = "$1" ] && return 0; done
+  return 1
+}
+
+for w in "${wanted[@]}"; do
+  printf '%s\n' "${tools[@]}" | grep -q "^$w|" || { echo "build.sh: unknown tool '$w'" >&2; exit 2; }
+done
+
+go_version=$(go env GOVERSION)
+for entry in "${tools[@]}"; do
+  IFS='|' read -r name dir pkg <<<"$entry"
+  is_wanted "$name" || continue
+  key=$( { echo "$go_version $pkg"; cat "$here/$dir/go.mod" "$here/$dir/go.sum"; } | sha256sum | cut -c1-16)
+  out="$cache/$name-$key/$name"
+  if [ ! -x "$out" ]; then
+    echo "build.sh: building $name ($pkg) — first build on this machine, this takes minutes" >&2
+    start=$(date +%s)
+    mkdir -p "$(dirname "$out")"
+    (cd "$here/$dir" && go build -trimpath -ldflags='-s -w' -o "$out.tmp" "$pkg")
+    mv "$out.tmp" "$out"
+    echo "build.sh: built $name in $(( $(date +%s) - start ))s" >&2
+  fi
+  ln -sfn "$out" "$bin/$name"
+done
+echo "build.sh: tools ready in $bin" >&2
