@@ -27,8 +27,9 @@ export default {
       testMatch: ['<rootDir>/test/integration/**/*.test.ts'],
       globalSetup: '<rootDir>/test/jest/global-setup.js',
       globalTeardown: '<rootDir>/test/jest/global-teardown.js',
-      testTimeout: 60_000,
     },
   ],
+  // Integration tests start real processes; unit tests finish in milliseconds either way.
+  testTimeout: 60_000,
   reporters: ['default', '<rootDir>/test/jest/summary-reporter.js'],
 };

@@ -2,11 +2,13 @@ import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   ApiextensionsV1Api,
+  CustomObjectsApi,
   type KubeConfig,
   type KubernetesObject,
   KubernetesObjectApi,
   loadAllYaml,
   PatchStrategy,
+  type V1CustomResourceDefinition,
 } from '@kubernetes/client-node';
 
 const FIELD_MANAGER = 'tandem';
@@ -48,11 +50,34 @@ export async function waitForCrdsEstablished(kc: KubeConfig, names: readonly str
   }
 }
 
-/** Applies every CRD in a folder and waits until the apiserver serves them. */
-export async function installCrds(kc: KubeConfig, dir: string): Promise<string[]> {
-  const crds = (await readManifests(dir)).filter((o) => o.kind === 'CustomResourceDefinition');
+/**
+ * Applies every CRD in a folder and waits until the apiserver serves them.
+ * Established is not enough: for a moment after it, a LIST still answers 429
+ * "storage is (re)initializing" while the watch cache fills, so this waits
+ * until a LIST of each new resource succeeds.
+ */
+export async function installCrds(kc: KubeConfig, dir: string, timeoutMs = 30_000): Promise<string[]> {
+  const crds = (await readManifests(dir)).filter((o) => o.kind === 'CustomResourceDefinition') as V1CustomResourceDefinition[];
   await applyObjects(kc, crds);
   const names = crds.map((c) => c.metadata?.name ?? '');
-  await waitForCrdsEstablished(kc, names);
+  await waitForCrdsEstablished(kc, names, timeoutMs);
+  const api = kc.makeApiClient(CustomObjectsApi);
+  const deadline = Date.now() + timeoutMs;
+  for (const crd of crds) {
+    const version = crd.spec.versions.find((v) => v.storage)?.name ?? '';
+    const coordinates = { group: crd.spec.group, version, plural: crd.spec.names.plural, limit: 1 };
+    for (;;) {
+      const listed = await (crd.spec.scope === 'Namespaced'
+        ? api.listCustomObjectForAllNamespaces(coordinates)
+        : api.listClusterCustomObject(coordinates)
+      ).then(
+        () => true,
+        () => false,
+      );
+      if (listed) break;
+      if (Date.now() > deadline) throw new Error(`${crd.metadata?.name} cannot be listed after ${timeoutMs} ms`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
   return names;
 }

@@ -1,5 +1,6 @@
 import { ApiException } from '@kubernetes/client-node';
 import { newVolume, type Volume } from '../../lib/api/volume.js';
+import { keepWatching } from '../../lib/kube/informer.js';
 import { VolumeClient } from '../../lib/kube/volumes.js';
 import { eventually, testKubeConfig, uniqueName } from '../harness/cluster.js';
 
@@ -23,7 +24,7 @@ describe('Volume custom resource on the real kube-apiserver', () => {
     const seen: Volume[] = [];
     informer.on('add', (v) => seen.push(v));
     informer.on('update', (v) => seen.push(v));
-    await informer.start();
+    const watching = await keepWatching(informer, { name: 'volumes' });
     try {
       const volume = await make({ sizeBytes: 64 << 20, numberOfReplicas: 3, accessMode: 'ReadWriteOnce', volumeMode: 'Filesystem' });
       expect(volume.spec.migratable).toBe(false); // schema default applied by the apiserver
@@ -41,7 +42,7 @@ describe('Volume custom resource on the real kube-apiserver', () => {
       expect(observed.status).toMatchObject({ robustness: 'Healthy', node: 'node-a', epoch: 1, healthyReplicas: 3 });
       expect(informer.get(volume.metadata.name)?.status?.state).toBe('Attached');
     } finally {
-      await informer.stop();
+      await watching.stop();
     }
   });
 
