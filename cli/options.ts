@@ -1,0 +1,38 @@
+import { Option } from '@commander-js/extra-typings';
+import { nodeName, oneOf, parseHostPort, unixSocketPath } from '../lib/config.js';
+import { LOG_LEVELS } from '../lib/log.js';
+
+/**
+ * Options several commands share, defined once. Every option can also come from
+ * the environment variable named in its help, and both go through the same
+ * validating parser.
+ */
+export const kubeconfigOption = () =>
+  new Option('--kubeconfig <path>', 'kubeconfig file (default: in-cluster service account)').env('KUBECONFIG');
+
+export const logLevelOption = () =>
+  new Option('--log-level <level>', 'log level')
+    .choices(LOG_LEVELS)
+    .default('info' as const)
+    .env('TANDEM_LOG_LEVEL');
+
+export const metricsAddressOption = (defaultAddress: string) =>
+  new Option('--metrics-address <host:port>', 'where /metrics is served')
+    .argParser(parseHostPort)
+    .default(parseHostPort(defaultAddress), defaultAddress)
+    .env('TANDEM_METRICS_ADDRESS');
+
+export const nodeIdOption = () =>
+  new Option('--node-id <name>', 'name of the Kubernetes node this runs on')
+    .argParser(nodeName)
+    .env('NODE_NAME')
+    .makeOptionMandatory();
+
+export const csiEndpointOption = () =>
+  new Option('--csi-endpoint <unix-path>', 'CSI gRPC socket')
+    .argParser(unixSocketPath)
+    .default('/csi/csi.sock', 'unix:///csi/csi.sock')
+    .env('CSI_ENDPOINT');
+
+export const outputOption = () =>
+  new Option('-o, --output <format>', 'output format').argParser(oneOf(['table', 'json'] as const)).default('table' as const);

@@ -1,0 +1,47 @@
+import { Command } from '@commander-js/extra-typings';
+import { controllerCommand } from './commands/controller.js';
+import { dataplaneCommand } from './commands/dataplane.js';
+import { labCommand } from './commands/lab.js';
+import { migratorCommand } from './commands/migrator.js';
+import { nodeCommand } from './commands/node.js';
+import { shareManagerCommand } from './commands/share-manager.js';
+import { statusCommand } from './commands/status.js';
+import { webhookCommand } from './commands/webhook.js';
+
+export const VERSION = '0.1.0';
+
+export interface ProgramOutput {
+  writeOut: (text: string) => void;
+  writeErr: (text: string) => void;
+}
+
+/**
+ * The `tandem` command tree; main.ts runs it, tests drive it directly. Errors
+ * (bad flag, bad value, unknown command) throw CommanderError instead of
+ * exiting, at every level, so the caller picks the exit code.
+ */
+export function buildProgram(output?: ProgramOutput): Command {
+  const program = new Command('tandem')
+    .description('Replicated block storage for Kubernetes, built for KubeVirt live migration.')
+    .version(VERSION)
+    .showHelpAfterError('(run with --help for the allowed options)')
+    .showSuggestionAfterError(true)
+    .allowExcessArguments(false);
+  for (const command of [
+    controllerCommand(),
+    nodeCommand(),
+    dataplaneCommand(),
+    webhookCommand(),
+    migratorCommand(),
+    shareManagerCommand(),
+    labCommand(),
+    statusCommand(),
+  ]) {
+    program.addCommand(command.allowExcessArguments(false).showHelpAfterError('(run with --help for the allowed options)'));
+  }
+  for (const command of [program, ...program.commands]) {
+    command.exitOverride();
+    if (output) command.configureOutput(output);
+  }
+  return program;
+}

@@ -1,0 +1,65 @@
+import { existsSync } from 'node:fs';
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { run } from '../../lib/exec.js';
+import { exitOf, spawnTandem, waitForOutput } from '../harness/cli-process.js';
+import { toolPath } from '../harness/tools.js';
+
+describe('tandem lab (the quick start main job)', () => {
+  it('starts a real control plane and simulated nodes, is reachable with kubectl, and leaves nothing after Ctrl-C', async () => {
+    const stateDir = join(await mkdtemp(join(tmpdir(), 'lab-test-')), 'state');
+    const lab = spawnTandem(['lab', '--nodes', '2', '--state-dir', stateDir, '--exit-after', '5m']);
+    try {
+      const banner = await waitForOutput(lab, 'Stopping by itself', 60_000);
+      const kubeconfig = /export KUBECONFIG=(\S+)/.exec(banner)?.[1];
+      expect(kubeconfig).toBe(join(stateDir, 'control-plane', 'kubeconfig'));
+      const netns = [...banner.matchAll(/ip netns exec (\S+) <command>/g)].map((m) => m[1] ?? '');
+      expect(netns).toHaveLength(2);
+
+      const env = { ...process.env, KUBECONFIG: kubeconfig };
+      const nodes = JSON.parse((await run(toolPath('kubectl'), ['get', 'nodes', '-o', 'json'], { env })).stdout) as {
+        items: { metadata: { name: string }; status: { addresses: { type: string; address: string }[] } }[];
+      };
+      expect(nodes.items.map((n) => n.metadata.name).sort()).toEqual(['node-1', 'node-2']);
+      const address = nodes.items[0]?.status.addresses.find((a) => a.type === 'InternalIP')?.address ?? '';
+      expect(banner).toContain(address);
+
+      const crds = await run(toolPath('kubectl'), ['get', 'volumes.tandem.dev'], { env, allowFailure: true });
+      expect(crds.code).toBe(0);
+
+      // From inside a simulated node, the apiserver is reachable at the bridge address.
+      const server = /control plane\s+(https:\/\/\S+)/.exec(banner)?.[1] ?? '';
+      const reach = await run('ip', ['netns', 'exec', netns[0] ?? '', toolPath('kubectl'), '--kubeconfig', kubeconfig ?? '', 'get', 'nodes', '-o', 'name'], {
+        timeoutMs: 20_000,
+      });
+      expect(server).toMatch(/^https:\/\/198\.18\.\d+\.1:\d+$/);
+      expect(reach.stdout).toContain('node/node-1');
+
+      lab.kill('SIGINT');
+      expect(await exitOf(lab)).toBe(0);
+      for (const ns of netns) expect(existsSync(`/run/netns/${ns}`)).toBe(false);
+      expect(existsSync(stateDir)).toBe(false);
+      const leftovers = await run('pgrep', ['-f', stateDir], { allowFailure: true });
+      expect(leftovers.stdout).toBe('');
+    } finally {
+      if (lab.exitCode === null) lab.kill('SIGKILL');
+    }
+  });
+
+  it('refuses a second lab on the same state folder', async () => {
+    const stateDir = join(await mkdtemp(join(tmpdir(), 'lab-test-')), 'state');
+    const first = spawnTandem(['lab', '--nodes', '1', '--state-dir', stateDir, '--exit-after', '5m']);
+    try {
+      await waitForOutput(first, 'Stopping by itself', 60_000);
+      const second = spawnTandem(['lab', '--nodes', '1', '--state-dir', stateDir]);
+      let stderr = '';
+      second.stderr.on('data', (d: Buffer) => (stderr += d));
+      expect(await exitOf(second)).toBe(1);
+      expect(stderr).toMatch(/a lab is already running from .* \(pid \d+\)/);
+    } finally {
+      first.kill('SIGTERM');
+      expect(await exitOf(first)).toBe(0);
+    }
+  });
+});
