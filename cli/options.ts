@@ -8,7 +8,9 @@ import { LOG_LEVELS } from '../lib/log.js';
  * validating parser.
  */
 export const kubeconfigOption = () =>
-  new Option('--kubeconfig <path>', 'kubeconfig file (default: in-cluster service account)').env('KUBECONFIG');
+  new Option('--kubeconfig <path>', 'kubeconfig file (default: in-cluster service account)').env(
+    'KUBECONFIG',
+  );
 
 export const logLevelOption = () =>
   new Option('--log-level <level>', 'log level')
@@ -35,4 +37,6 @@ export const csiEndpointOption = () =>
     .env('CSI_ENDPOINT');
 
 export const outputOption = () =>
-  new Option('-o, --output <format>', 'output format').argParser(oneOf(['table', 'json'] as const)).default('table' as const);
+  new Option('-o, --output <format>', 'output format')
+    .argParser(oneOf(['table', 'json'] as const))
+    .default('table' as const);

@@ -8,7 +8,9 @@ async function tandem(args: string[], env: Record<string, string> = {}) {
   let stderr = '';
   let stdout = '';
   try {
-    await buildProgram({ writeErr: (t) => (stderr += t), writeOut: (t) => (stdout += t) }).parseAsync(args, { from: 'user' });
+    await buildProgram({ writeErr: (t) => (stderr += t), writeOut: (t) => (stdout += t) }).parseAsync(args, {
+      from: 'user',
+    });
     return { ok: true, stderr, stdout, error: undefined };
   } catch (error) {
     return { ok: false, stderr, stdout, error: error as Error };
@@ -20,7 +22,16 @@ async function tandem(args: string[], env: Record<string, string> = {}) {
 describe('tandem CLI', () => {
   it('has a subcommand per component, each with --help', async () => {
     const names = buildProgram().commands.map((c) => c.name());
-    expect(names).toEqual(['controller', 'node', 'dataplane', 'webhook', 'migrator', 'share-manager', 'lab', 'status']);
+    expect(names).toEqual([
+      'controller',
+      'node',
+      'dataplane',
+      'webhook',
+      'migrator',
+      'share-manager',
+      'lab',
+      'status',
+    ]);
     for (const name of names) {
       const result = await tandem([name, '--help']);
       expect(result.error).toBeInstanceOf(CommanderError);
@@ -34,10 +45,20 @@ describe('tandem CLI', () => {
     ['an unknown flag', ['status', '--colour'], {}, /unknown option '--colour'/],
     ['a missing mandatory flag', ['node'], {}, /required option '--node-id <name>' not specified/],
     ['an invalid node name', ['node', '--node-id', 'Node_1'], {}, /not a valid node name/],
-    ['an invalid node name from the environment', ['dataplane'], { NODE_NAME: 'UPPER' }, /from env 'NODE_NAME' is invalid/],
+    [
+      'an invalid node name from the environment',
+      ['dataplane'],
+      { NODE_NAME: 'UPPER' },
+      /from env 'NODE_NAME' is invalid/,
+    ],
     ['a malformed address', ['dataplane', '--node-id', 'n1', '--listen', '9500'], {}, /not host:port/],
     ['a relative CSI socket', ['controller', '--csi-endpoint', 'csi.sock'], {}, /absolute unix socket path/],
-    ['an unknown log level', ['migrator', '--log-level', 'loud'], {}, /Allowed choices are fatal, error, warn/],
+    [
+      'an unknown log level',
+      ['migrator', '--log-level', 'loud'],
+      {},
+      /Allowed choices are fatal, error, warn/,
+    ],
     ['a log level from the environment', ['migrator'], { TANDEM_LOG_LEVEL: 'verbose' }, /Allowed choices/],
     ['too many lab nodes', ['lab', '--nodes', '9'], {}, /allowed: 1 to 8/],
     ['a lab duration without unit', ['lab', '--exit-after', '30'], {}, /use a number with ms, s, m or h/],
@@ -45,18 +66,31 @@ describe('tandem CLI', () => {
     ['an extra argument', ['status', 'extra'], {}, /too many arguments/],
   ];
 
-  it.each(refused)('refuses %s with a message that says what is allowed', async (_what, args, env, message) => {
-    const result = await tandem(args, env);
-    expect(result.ok).toBe(false);
-    expect(result.error).toBeInstanceOf(CommanderError);
-    expect((result.error as CommanderError).exitCode).not.toBe(0);
-    expect(result.stderr).toMatch(message);
-  });
+  it.each(refused)(
+    'refuses %s with a message that says what is allowed',
+    async (_what, args, env, message) => {
+      const result = await tandem(args, env);
+      expect(result.ok).toBe(false);
+      expect(result.error).toBeInstanceOf(CommanderError);
+      expect((result.error as CommanderError).exitCode).not.toBe(0);
+      expect(result.stderr).toMatch(message);
+    },
+  );
 
   it('accepts valid configuration for a component not yet built, then says so instead of pretending to run', async () => {
-    const result = await tandem(['dataplane', '--node-id', 'node-1', '--listen', '198.18.1.11:9500', '--data-dir', '/tmp/x']);
+    const result = await tandem([
+      'dataplane',
+      '--node-id',
+      'node-1',
+      '--listen',
+      '198.18.1.11:9500',
+      '--data-dir',
+      '/tmp/x',
+    ]);
     expect(result.ok).toBe(false);
     expect(result.error?.name).toBe('UsageError');
-    expect(result.error?.message).toMatch(/dataplane component is not in this build yet \(tracked in issue 4\)/);
+    expect(result.error?.message).toMatch(
+      /dataplane component is not in this build yet \(tracked in issue 4\)/,
+    );
   });
 });

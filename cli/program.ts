@@ -37,7 +37,9 @@ export function buildProgram(output?: ProgramOutput): Command {
     labCommand(),
     statusCommand(),
   ]) {
-    program.addCommand(command.allowExcessArguments(false).showHelpAfterError('(run with --help for the allowed options)'));
+    program.addCommand(
+      command.allowExcessArguments(false).showHelpAfterError('(run with --help for the allowed options)'),
+    );
   }
   for (const command of [program, ...program.commands]) {
     command.exitOverride();

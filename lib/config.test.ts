@@ -1,5 +1,14 @@
 import { InvalidArgumentError } from 'commander';
-import { durationIn, integerIn, isDnsName, nodeName, oneOf, parseDurationMs, parseHostPort, unixSocketPath } from './config.js';
+import {
+  durationIn,
+  integerIn,
+  isDnsName,
+  nodeName,
+  oneOf,
+  parseDurationMs,
+  parseHostPort,
+  unixSocketPath,
+} from './config.js';
 
 const rejects = (fn: () => unknown, message: RegExp) => {
   expect(fn).toThrow(InvalidArgumentError);

@@ -13,7 +13,8 @@ export function integerIn(min: number, max: number): (value: string) => number {
       throw new InvalidArgumentError(`"${value}" is not a whole number; allowed: ${min} to ${max}.`);
     }
     const n = Number(value);
-    if (n < min || n > max) throw new InvalidArgumentError(`${n} is out of range; allowed: ${min} to ${max}.`);
+    if (n < min || n > max)
+      throw new InvalidArgumentError(`${n} is out of range; allowed: ${min} to ${max}.`);
     return n;
   };
 }
@@ -30,7 +31,9 @@ export function parseDurationMs(value: string): number {
   const match = DURATION.exec(value.trim());
   const unit = match?.[2];
   if (!match?.[1] || !unit) {
-    throw new InvalidArgumentError(`"${value}" is not a duration; use a number with ms, s, m or h (e.g. 30s, 5m).`);
+    throw new InvalidArgumentError(
+      `"${value}" is not a duration; use a number with ms, s, m or h (e.g. 30s, 5m).`,
+    );
   }
   return Math.round(Number(match[1]) * (UNIT_MS[unit] ?? 1));
 }
@@ -39,7 +42,9 @@ export function durationIn(minMs: number, maxMs: number): (value: string) => num
   return (value) => {
     const ms = parseDurationMs(value);
     if (ms < minMs || ms > maxMs) {
-      throw new InvalidArgumentError(`${value} is out of range; allowed: ${formatMs(minMs)} to ${formatMs(maxMs)}.`);
+      throw new InvalidArgumentError(
+        `${value} is out of range; allowed: ${formatMs(minMs)} to ${formatMs(maxMs)}.`,
+      );
     }
     return ms;
   };
@@ -55,7 +60,8 @@ export function formatMs(ms: number): string {
 export function oneOf<T extends string>(allowed: readonly T[]): (value: string) => T {
   return (value) => {
     const found = allowed.find((a) => a === value);
-    if (found === undefined) throw new InvalidArgumentError(`"${value}" is not allowed; use one of: ${allowed.join(', ')}.`);
+    if (found === undefined)
+      throw new InvalidArgumentError(`"${value}" is not allowed; use one of: ${allowed.join(', ')}.`);
     return found;
   };
 }
@@ -69,8 +75,10 @@ export interface HostPort {
 export function parseHostPort(value: string): HostPort {
   const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):(\d+)$/.exec(value.trim());
   const host = match?.[1] ?? match?.[2];
-  if (!match?.[3] || !host) throw new InvalidArgumentError(`"${value}" is not host:port (e.g. 127.0.0.1:9500).`);
-  if (match[1] && isIP(host) !== 6) throw new InvalidArgumentError(`"${host}" in "${value}" is not an IPv6 address.`);
+  if (!match?.[3] || !host)
+    throw new InvalidArgumentError(`"${value}" is not host:port (e.g. 127.0.0.1:9500).`);
+  if (match[1] && isIP(host) !== 6)
+    throw new InvalidArgumentError(`"${host}" in "${value}" is not an IPv6 address.`);
   if (!match[1] && isIP(host) === 0 && !isDnsName(host)) {
     throw new InvalidArgumentError(`"${host}" in "${value}" is neither an IP address nor a DNS name.`);
   }
@@ -96,7 +104,11 @@ export function nodeName(value: string): string {
 /** A unix socket path or unix:// URL, as CSI sidecars pass it. */
 export function unixSocketPath(value: string): string {
   const path = value.startsWith('unix://') ? value.slice('unix://'.length) : value;
-  if (!path.startsWith('/')) throw new InvalidArgumentError(`"${value}" is not an absolute unix socket path (e.g. unix:///csi/csi.sock).`);
-  if (Buffer.byteLength(path) > 107) throw new InvalidArgumentError(`"${value}" is longer than a unix socket path may be (107 bytes).`);
+  if (!path.startsWith('/'))
+    throw new InvalidArgumentError(
+      `"${value}" is not an absolute unix socket path (e.g. unix:///csi/csi.sock).`,
+    );
+  if (Buffer.byteLength(path) > 107)
+    throw new InvalidArgumentError(`"${value}" is longer than a unix socket path may be (107 bytes).`);
   return path;
 }

@@ -11,7 +11,9 @@ describe('run', () => {
   });
 
   it('throws a CommandError with the exit code and the stderr tail, secrets hidden', async () => {
-    const failure = run('sh', ['-c', 'echo "bad key topsecret" >&2; exit 3', '--token', 'topsecret'], { secrets: ['topsecret'] });
+    const failure = run('sh', ['-c', 'echo "bad key topsecret" >&2; exit 3', '--token', 'topsecret'], {
+      secrets: ['topsecret'],
+    });
     await expect(failure).rejects.toBeInstanceOf(CommandError);
     await expect(failure).rejects.toMatchObject({ code: 3, timedOut: false });
     const message = await failure.catch((e: Error) => e.message);

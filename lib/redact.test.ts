@@ -11,9 +11,9 @@ describe('redact', () => {
 
 describe('redactCommandLine', () => {
   it('hides values of secret-looking flags in both forms', () => {
-    expect(redactCommandLine('tool', ['--password', 'hunter22', '--volume-secret=abcd1234', '--size', '10'], [])).toBe(
-      'tool --password [redacted] --volume-secret=[redacted] --size 10',
-    );
+    expect(
+      redactCommandLine('tool', ['--password', 'hunter22', '--volume-secret=abcd1234', '--size', '10'], []),
+    ).toBe('tool --password [redacted] --volume-secret=[redacted] --size 10');
   });
   it('hides known secret values anywhere and quotes arguments with spaces', () => {
     expect(redactCommandLine('nbd', ['--uri', 'nbd://x?cred=abcdef12', 'a b'], ['abcdef12'])).toBe(

@@ -16,7 +16,11 @@ export function redact(text: string, secrets: readonly string[]): string {
 const SECRET_FLAG = /^--?[\w-]*(password|secret|token|credential|passphrase)[\w-]*$/i;
 
 /** A printable command line with secret values and secret-flag values hidden. */
-export function redactCommandLine(command: string, args: readonly string[], secrets: readonly string[]): string {
+export function redactCommandLine(
+  command: string,
+  args: readonly string[],
+  secrets: readonly string[],
+): string {
   const shown: string[] = [command];
   let hideNext = false;
   for (const arg of args) {

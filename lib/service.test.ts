@@ -1,7 +1,7 @@
+import { spawn } from 'node:child_process';
 import { mkdtemp, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { spawn } from 'node:child_process';
 import { Service } from './service.js';
 
 const alive = (pid: number) => {
@@ -16,8 +16,14 @@ const alive = (pid: number) => {
 describe('Service', () => {
   it('writes output to its log file and stops on SIGTERM', async () => {
     const log = join(await mkdtemp(join(tmpdir(), 'svc-')), 'out.log');
-    const service = new Service({ name: 'echo', command: 'sh', args: ['-c', 'echo started; exec sleep 60'], logFile: log });
-    for (let i = 0; i < 50 && !(await readFile(log, 'utf8')).includes('started'); i++) await new Promise((r) => setTimeout(r, 20));
+    const service = new Service({
+      name: 'echo',
+      command: 'sh',
+      args: ['-c', 'echo started; exec sleep 60'],
+      logFile: log,
+    });
+    for (let i = 0; i < 50 && !(await readFile(log, 'utf8')).includes('started'); i++)
+      await new Promise((r) => setTimeout(r, 20));
     expect(await readFile(log, 'utf8')).toContain('started');
     expect(service.running).toBe(true);
     const exit = await service.stop();
@@ -26,7 +32,12 @@ describe('Service', () => {
   });
 
   it('escalates to SIGKILL when SIGTERM is ignored', async () => {
-    const service = new Service({ name: 'stubborn', command: 'sh', args: ['-c', 'trap "" TERM; exec sleep 60'], stopGraceMs: 200 });
+    const service = new Service({
+      name: 'stubborn',
+      command: 'sh',
+      args: ['-c', 'trap "" TERM; exec sleep 60'],
+      stopGraceMs: 200,
+    });
     await new Promise((r) => setTimeout(r, 100));
     expect((await service.stop()).signal).toBe('SIGKILL');
   });
@@ -37,7 +48,9 @@ describe('Service', () => {
       const { Service } = await import(${JSON.stringify(new URL('./service.ts', import.meta.url).href)});
       const s = new Service({ name: 'orphan', command: 'sleep', args: ['60'] });
       console.log(s.pid); setInterval(() => {}, 1000);`;
-    const parent = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const parent = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     const childPid = await new Promise<number>((resolve, reject) => {
       parent.stdout.once('data', (chunk: Buffer) => resolve(Number(chunk.toString().trim())));
       parent.once('exit', () => reject(new Error('parent exited before starting the service')));

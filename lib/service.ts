@@ -49,7 +49,11 @@ export class Service {
     });
     if (typeof out === 'number') closeSync(out);
     logger.debug(
-      { service: options.name, pid: this.child.pid, command: redactCommandLine(options.command, options.args, options.secrets ?? []) },
+      {
+        service: options.name,
+        pid: this.child.pid,
+        command: redactCommandLine(options.command, options.args, options.secrets ?? []),
+      },
       'service started',
     );
     this.exited = new Promise((resolve) => {

@@ -4,7 +4,9 @@ import { notYetAvailable } from './not-yet.js';
 
 export function controllerCommand() {
   return new Command('controller')
-    .description('CSI controller service (leader-elected by a Lease): provisions, publishes and expands volumes')
+    .description(
+      'CSI controller service (leader-elected by a Lease): provisions, publishes and expands volumes',
+    )
     .addOption(csiEndpointOption())
     .addOption(kubeconfigOption())
     .addOption(

@@ -13,7 +13,11 @@ export function dataplaneCommand() {
         .default(parseHostPort('0.0.0.0:9500'), '0.0.0.0:9500')
         .env('TANDEM_DATAPLANE_LISTEN'),
     )
-    .addOption(new Option('--data-dir <path>', 'where replica files live').default('/var/lib/tandem').env('TANDEM_DATA_DIR'))
+    .addOption(
+      new Option('--data-dir <path>', 'where replica files live')
+        .default('/var/lib/tandem')
+        .env('TANDEM_DATA_DIR'),
+    )
     .addOption(kubeconfigOption())
     .addOption(metricsAddressOption('0.0.0.0:9503'))
     .addOption(logLevelOption())

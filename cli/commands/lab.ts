@@ -10,12 +10,22 @@ import { logLevelOption } from '../options.js';
 export function labCommand() {
   return new Command('lab')
     .description('local lab: a real control plane and simulated nodes on this machine (needs root)')
-    .addOption(new Option('--nodes <n>', 'number of simulated nodes').argParser(integerIn(1, 8)).default(3).env('TANDEM_LAB_NODES'))
-    .addOption(new Option('--state-dir <path>', 'lab state (certificates, etcd data, logs, kubeconfig)').default(join(tmpdir(), 'tandem-lab')))
     .addOption(
-      new Option('--exit-after <duration>', 'stop by itself after this long, e.g. 30s (default: run until Ctrl-C)').argParser(
-        parseDurationMs,
+      new Option('--nodes <n>', 'number of simulated nodes')
+        .argParser(integerIn(1, 8))
+        .default(3)
+        .env('TANDEM_LAB_NODES'),
+    )
+    .addOption(
+      new Option('--state-dir <path>', 'lab state (certificates, etcd data, logs, kubeconfig)').default(
+        join(tmpdir(), 'tandem-lab'),
       ),
+    )
+    .addOption(
+      new Option(
+        '--exit-after <duration>',
+        'stop by itself after this long, e.g. 30s (default: run until Ctrl-C)',
+      ).argParser(parseDurationMs),
     )
     .addOption(new Option('--clean', 'remove simulated networks left by labs or tests that died, then exit'))
     .addOption(logLevelOption().default('warn' as const))
@@ -26,7 +36,9 @@ export function labCommand() {
         return;
       }
       const lab = await startLab({ nodes: options.nodes, stateDir: options.stateDir, logger });
-      process.stdout.write(`${describeLab(lab)}\n\n${options.exitAfter === undefined ? 'Press Ctrl-C to stop; everything the lab started is removed.' : `Stopping by itself in ${options.exitAfter} ms.`}\n`);
+      process.stdout.write(
+        `${describeLab(lab)}\n\n${options.exitAfter === undefined ? 'Press Ctrl-C to stop; everything the lab started is removed.' : `Stopping by itself in ${options.exitAfter} ms.`}\n`,
+      );
       await new Promise<void>((resolve) => {
         const done = () => resolve();
         process.once('SIGINT', done);

@@ -1,5 +1,11 @@
 import { Command } from '@commander-js/extra-typings';
-import { csiEndpointOption, kubeconfigOption, logLevelOption, metricsAddressOption, nodeIdOption } from '../options.js';
+import {
+  csiEndpointOption,
+  kubeconfigOption,
+  logLevelOption,
+  metricsAddressOption,
+  nodeIdOption,
+} from '../options.js';
 import { notYetAvailable } from './not-yet.js';
 
 export function nodeCommand() {

@@ -8,6 +8,8 @@ import { UsageError } from '../../lib/errors.js';
 export function notYetAvailable(component: string, issue?: number): () => never {
   const tracked = issue === undefined ? '' : ` (tracked in issue ${issue})`;
   return () => {
-    throw new UsageError(`the ${component} component is not in this build yet${tracked}; its configuration is valid`);
+    throw new UsageError(
+      `the ${component} component is not in this build yet${tracked}; its configuration is valid`,
+    );
   };
 }

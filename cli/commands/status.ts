@@ -14,7 +14,9 @@ export function statusCommand() {
     .action(async (options) => {
       const client = new VolumeClient(loadKubeConfig(options.kubeconfig));
       const volumes = (await client.list()).items;
-      process.stdout.write(options.output === 'json' ? `${JSON.stringify(volumes, null, 2)}\n` : formatVolumes(volumes));
+      process.stdout.write(
+        options.output === 'json' ? `${JSON.stringify(volumes, null, 2)}\n` : formatVolumes(volumes),
+      );
     });
 }
 
@@ -30,7 +32,11 @@ export function formatVolumes(volumes: readonly Volume[]): string {
     formatBytes(v.spec.sizeBytes),
   ]);
   const widths = COLUMNS.map((c, i) => Math.max(c.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cells: readonly string[]) => cells.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ').trimEnd();
+  const line = (cells: readonly string[]) =>
+    cells
+      .map((c, i) => c.padEnd(widths[i] ?? 0))
+      .join('  ')
+      .trimEnd();
   return `${[line(COLUMNS), ...rows.map(line)].join('\n')}\n`;
 }
 

@@ -12,8 +12,16 @@ export function webhookCommand() {
         .default(parseHostPort('0.0.0.0:9443'), '0.0.0.0:9443')
         .env('TANDEM_WEBHOOK_LISTEN'),
     )
-    .addOption(new Option('--service-name <name>', 'Service in front of the webhook (certificate SANs)').default('tandem-webhook'))
-    .addOption(new Option('--namespace <ns>', 'namespace of that Service').default('tandem-system').env('POD_NAMESPACE'))
+    .addOption(
+      new Option('--service-name <name>', 'Service in front of the webhook (certificate SANs)').default(
+        'tandem-webhook',
+      ),
+    )
+    .addOption(
+      new Option('--namespace <ns>', 'namespace of that Service')
+        .default('tandem-system')
+        .env('POD_NAMESPACE'),
+    )
     .addOption(kubeconfigOption())
     .addOption(logLevelOption())
     .action(notYetAvailable('webhook', 3));

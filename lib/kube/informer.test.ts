@@ -31,7 +31,11 @@ describe('keepWatching', () => {
 
   it('restarts after the informer reports an error, and stops retrying after stop()', async () => {
     const informer = new ScriptedInformer(['ok', 'fail', 'ok']);
-    const watching = await keepWatching(asCache(informer), { name: 'test', initialBackoffMs: 1, maxBackoffMs: 4 });
+    const watching = await keepWatching(asCache(informer), {
+      name: 'test',
+      initialBackoffMs: 1,
+      maxBackoffMs: 4,
+    });
     informer.emit('error', new Error('watch closed'));
     for (let i = 0; i < 100 && informer.starts < 3; i++) await sleep(5);
     expect(informer.starts).toBe(3);

@@ -36,7 +36,10 @@ export async function keepWatching<T extends KubernetesObject>(
       backoff = initial;
       return true;
     } catch (err) {
-      logger.warn({ informer: options.name, err: errorMessage(err), retryInMs: backoff }, 'informer start failed');
+      logger.warn(
+        { informer: options.name, err: errorMessage(err), retryInMs: backoff },
+        'informer start failed',
+      );
       return false;
     }
   };
@@ -50,7 +53,10 @@ export async function keepWatching<T extends KubernetesObject>(
   };
 
   informer.on('error', (err: unknown) => {
-    logger.warn({ informer: options.name, err: errorMessage(err), retryInMs: backoff }, 'informer stopped; restarting');
+    logger.warn(
+      { informer: options.name, err: errorMessage(err), retryInMs: backoff },
+      'informer stopped; restarting',
+    );
     scheduleRestart();
   });
 

@@ -36,13 +36,19 @@ export async function applyObjects(kc: KubeConfig, objects: readonly KubernetesO
 }
 
 /** Waits until every named CRD reports Established, so its resources can be used. */
-export async function waitForCrdsEstablished(kc: KubeConfig, names: readonly string[], timeoutMs = 30_000): Promise<void> {
+export async function waitForCrdsEstablished(
+  kc: KubeConfig,
+  names: readonly string[],
+  timeoutMs = 30_000,
+): Promise<void> {
   const api = kc.makeApiClient(ApiextensionsV1Api);
   const deadline = Date.now() + timeoutMs;
   for (const name of names) {
     for (;;) {
       const crd = await api.readCustomResourceDefinition({ name });
-      const established = crd.status?.conditions?.some((c) => c.type === 'Established' && c.status === 'True');
+      const established = crd.status?.conditions?.some(
+        (c) => c.type === 'Established' && c.status === 'True',
+      );
       if (established) break;
       if (Date.now() > deadline) throw new Error(`CRD ${name} not established after ${timeoutMs} ms`);
       await new Promise((r) => setTimeout(r, 100));
@@ -57,7 +63,9 @@ export async function waitForCrdsEstablished(kc: KubeConfig, names: readonly str
  * until a LIST of each new resource succeeds.
  */
 export async function installCrds(kc: KubeConfig, dir: string, timeoutMs = 30_000): Promise<string[]> {
-  const crds = (await readManifests(dir)).filter((o) => o.kind === 'CustomResourceDefinition') as V1CustomResourceDefinition[];
+  const crds = (await readManifests(dir)).filter(
+    (o) => o.kind === 'CustomResourceDefinition',
+  ) as V1CustomResourceDefinition[];
   await applyObjects(kc, crds);
   const names = crds.map((c) => c.metadata?.name ?? '');
   await waitForCrdsEstablished(kc, names, timeoutMs);
@@ -75,7 +83,8 @@ export async function installCrds(kc: KubeConfig, dir: string, timeoutMs = 30_00
         () => false,
       );
       if (listed) break;
-      if (Date.now() > deadline) throw new Error(`${crd.metadata?.name} cannot be listed after ${timeoutMs} ms`);
+      if (Date.now() > deadline)
+        throw new Error(`${crd.metadata?.name} cannot be listed after ${timeoutMs} ms`);
       await new Promise((r) => setTimeout(r, 100));
     }
   }

@@ -3,7 +3,10 @@ import { join } from 'node:path';
 import { packageRoot } from '../../lib/paths.js';
 
 /** The tandem CLI as a real child process, run from its TypeScript sources through tsx. */
-export function spawnTandem(args: readonly string[], env: NodeJS.ProcessEnv = {}): ChildProcessWithoutNullStreams {
+export function spawnTandem(
+  args: readonly string[],
+  env: NodeJS.ProcessEnv = {},
+): ChildProcessWithoutNullStreams {
   return spawn(process.execPath, ['--import', 'tsx', join(packageRoot(), 'cli', 'main.ts'), ...args], {
     cwd: packageRoot(),
     env: { ...process.env, ...env },
@@ -11,11 +14,18 @@ export function spawnTandem(args: readonly string[], env: NodeJS.ProcessEnv = {}
 }
 
 /** Resolves with everything printed so far once stdout contains `marker`; rejects on exit or timeout. */
-export function waitForOutput(child: ChildProcessWithoutNullStreams, marker: string, timeoutMs: number): Promise<string> {
+export function waitForOutput(
+  child: ChildProcessWithoutNullStreams,
+  marker: string,
+  timeoutMs: number,
+): Promise<string> {
   return new Promise((resolve, reject) => {
     let out = '';
     let err = '';
-    const timer = setTimeout(() => reject(new Error(`no "${marker}" within ${timeoutMs} ms; stdout:\n${out}\nstderr:\n${err}`)), timeoutMs);
+    const timer = setTimeout(
+      () => reject(new Error(`no "${marker}" within ${timeoutMs} ms; stdout:\n${out}\nstderr:\n${err}`)),
+      timeoutMs,
+    );
     child.stderr.on('data', (d: Buffer) => (err += d));
     child.stdout.on('data', (d: Buffer) => {
       out += d;

@@ -7,7 +7,10 @@ export const TEST_KUBECONFIG_ENV = 'TANDEM_TEST_KUBECONFIG';
 /** The shared test cluster's config; fails loudly outside the integration project. */
 export function testKubeConfig(): KubeConfig {
   const path = process.env[TEST_KUBECONFIG_ENV];
-  if (!path) throw new Error(`${TEST_KUBECONFIG_ENV} is not set: run integration tests through jest's integration project`);
+  if (!path)
+    throw new Error(
+      `${TEST_KUBECONFIG_ENV} is not set: run integration tests through jest's integration project`,
+    );
   return loadKubeConfig(path);
 }
 
@@ -17,7 +20,10 @@ export function uniqueName(prefix: string): string {
 }
 
 /** Polls until `check` returns a value, or fails after `timeoutMs` with the last error. */
-export async function eventually<T>(check: () => Promise<T | undefined> | T | undefined, timeoutMs = 10_000): Promise<T> {
+export async function eventually<T>(
+  check: () => Promise<T | undefined> | T | undefined,
+  timeoutMs = 10_000,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let lastError: unknown;
   while (Date.now() < deadline) {

@@ -43,7 +43,11 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
   const started = Date.now();
   const logger = options.logger ?? silentLogger();
   const bindAddress = options.bindAddress ?? '127.0.0.1';
-  const dirs = { pki: join(options.dir, 'pki'), etcd: join(options.dir, 'etcd'), logs: join(options.dir, 'logs') };
+  const dirs = {
+    pki: join(options.dir, 'pki'),
+    etcd: join(options.dir, 'etcd'),
+    logs: join(options.dir, 'logs'),
+  };
   await Promise.all(Object.values(dirs).map((d) => mkdir(d, { recursive: true, mode: 0o700 })));
 
   const pki = await writePki(dirs.pki, bindAddress);
@@ -142,7 +146,13 @@ async function writePki(dir: string, bindAddress: string) {
   const serving = ca.issue({
     commonName: 'kube-apiserver',
     usage: 'server',
-    dnsNames: ['localhost', 'kubernetes', 'kubernetes.default', 'kubernetes.default.svc', 'kubernetes.default.svc.cluster.local'],
+    dnsNames: [
+      'localhost',
+      'kubernetes',
+      'kubernetes.default',
+      'kubernetes.default.svc',
+      'kubernetes.default.svc.cluster.local',
+    ],
     ipAddresses: [...new Set(['127.0.0.1', bindAddress, KUBERNETES_SERVICE_IP])],
   });
   const admin = ca.issue({ commonName: 'tandem-admin', organizations: ['system:masters'], usage: 'client' });
@@ -172,7 +182,12 @@ function kubeconfig(server: string, tls: { ca: string; cert: string; key: string
       apiVersion: 'v1',
       kind: 'Config',
       clusters: [{ name: 'tandem', cluster: { server, 'certificate-authority-data': b64(tls.ca) } }],
-      users: [{ name: 'tandem-admin', user: { 'client-certificate-data': b64(tls.cert), 'client-key-data': b64(tls.key) } }],
+      users: [
+        {
+          name: 'tandem-admin',
+          user: { 'client-certificate-data': b64(tls.cert), 'client-key-data': b64(tls.key) },
+        },
+      ],
       contexts: [{ name: 'tandem', context: { cluster: 'tandem', user: 'tandem-admin' } }],
       'current-context': 'tandem',
     },

@@ -89,7 +89,15 @@ async function registerNodes(kc: KubeConfig, network: SimulatedNetwork): Promise
     });
     await core.replaceNodeStatus({
       name: node.name,
-      body: { ...created, status: { addresses: [{ type: 'InternalIP', address: node.address }, { type: 'Hostname', address: node.name }] } },
+      body: {
+        ...created,
+        status: {
+          addresses: [
+            { type: 'InternalIP', address: node.address },
+            { type: 'Hostname', address: node.name },
+          ],
+        },
+      },
     });
   }
 }

@@ -60,7 +60,8 @@ export class SimulatedNetwork {
     if (!Number.isInteger(options.nodes) || options.nodes < 1 || options.nodes > MAX_NODES) {
       throw new Error(`a simulated network has 1 to ${MAX_NODES} nodes, not ${options.nodes}`);
     }
-    if (process.getuid?.() !== 0) throw new Error('simulated nodes need root (network namespaces, veth, bridges)');
+    if (process.getuid?.() !== 0)
+      throw new Error('simulated nodes need root (network namespaces, veth, bridges)');
     const logger = options.logger ?? silentLogger();
     sweepStaleNetworks(logger);
     const id = randomBytes(2).toString('hex');
@@ -74,7 +75,11 @@ export class SimulatedNetwork {
       hostVeth: `td${id}n${i + 1}`,
     }));
     const network = new SimulatedNetwork(id, subnet, bridge, hostAddress, nodes, logger);
-    writeClaim(subnet, { pid: process.pid, netns: nodes.map((n) => n.netns), links: [bridge, ...nodes.map((n) => n.hostVeth)] });
+    writeClaim(subnet, {
+      pid: process.pid,
+      netns: nodes.map((n) => n.netns),
+      links: [bridge, ...nodes.map((n) => n.hostVeth)],
+    });
     liveNetworks.add(network);
     installExitCleanup();
     try {
@@ -107,7 +112,12 @@ export class SimulatedNetwork {
   }
 
   /** Runs a command to completion inside a node's network namespace. */
-  exec(node: SimulatedNode, command: string, args: readonly string[], options?: RunOptions): Promise<RunResult> {
+  exec(
+    node: SimulatedNode,
+    command: string,
+    args: readonly string[],
+    options?: RunOptions,
+  ): Promise<RunResult> {
     return run('ip', ['netns', 'exec', node.netns, command, ...args], { logger: this.logger, ...options });
   }
 
@@ -170,7 +180,9 @@ function claimSubnet(id: string): number {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
     }
   }
-  throw new Error(`all simulated subnets in ${CLAIMS_DIR} are taken; remove stale ones with: tandem lab --clean`);
+  throw new Error(
+    `all simulated subnets in ${CLAIMS_DIR} are taken; remove stale ones with: tandem lab --clean`,
+  );
 }
 
 function writeClaim(subnet: number, claim: Claim): void {
@@ -187,8 +199,10 @@ function readClaim(subnet: number): Claim | undefined {
 
 /** Best-effort, synchronous removal: used by destroy, exit handlers and the sweeper alike. */
 function removeClaimed(subnet: number, claim: Claim | undefined): void {
-  for (const netns of claim?.netns ?? []) spawnSync('ip', ['netns', 'del', netns], { stdio: 'ignore', timeout: 10_000 });
-  for (const link of claim?.links ?? []) spawnSync('ip', ['link', 'del', link], { stdio: 'ignore', timeout: 10_000 });
+  for (const netns of claim?.netns ?? [])
+    spawnSync('ip', ['netns', 'del', netns], { stdio: 'ignore', timeout: 10_000 });
+  for (const link of claim?.links ?? [])
+    spawnSync('ip', ['link', 'del', link], { stdio: 'ignore', timeout: 10_000 });
   rmSync(join(CLAIMS_DIR, String(subnet)), { recursive: true, force: true });
 }
 
@@ -225,7 +239,10 @@ export function sweepStaleNetworks(logger: Logger = silentLogger()): number {
     // A claim without claim.json is either being created right now or was cut
     // short; only remove it when it is old enough not to be in flight.
     if (claim ? isAlive(claim.pid) : claimAgeMs(subnet) < 60_000) continue;
-    logger.warn({ subnet: `${SUBNET_PREFIX}.${subnet}.0/24`, pid: claim?.pid }, 'removing simulated network left by a dead process');
+    logger.warn(
+      { subnet: `${SUBNET_PREFIX}.${subnet}.0/24`, pid: claim?.pid },
+      'removing simulated network left by a dead process',
+    );
     removeClaimed(subnet, claim);
     removed++;
   }

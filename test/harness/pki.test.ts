@@ -5,7 +5,12 @@ describe('CertificateAuthority', () => {
   const ca = CertificateAuthority.create('tandem-test-ca');
 
   it('issues a serving certificate signed by the CA with the requested SANs', () => {
-    const pair = ca.issue({ commonName: 'apiserver', dnsNames: ['localhost', 'kubernetes.default.svc'], ipAddresses: ['127.0.0.1'], usage: 'server' });
+    const pair = ca.issue({
+      commonName: 'apiserver',
+      dnsNames: ['localhost', 'kubernetes.default.svc'],
+      ipAddresses: ['127.0.0.1'],
+      usage: 'server',
+    });
     const cert = new X509Certificate(pair.cert);
     expect(cert.verify(new X509Certificate(ca.certPem).publicKey)).toBe(true);
     expect(cert.checkHost('kubernetes.default.svc')).toBe('kubernetes.default.svc');
@@ -15,13 +20,17 @@ describe('CertificateAuthority', () => {
   });
 
   it('puts organizations in the subject (how Kubernetes reads groups)', () => {
-    const cert = new X509Certificate(ca.issue({ commonName: 'admin', organizations: ['system:masters'], usage: 'client' }).cert);
+    const cert = new X509Certificate(
+      ca.issue({ commonName: 'admin', organizations: ['system:masters'], usage: 'client' }).cert,
+    );
     expect(cert.subject).toContain('O=system:masters');
     expect(cert.subject).toContain('CN=admin');
   });
 
   it('never repeats a serial number', () => {
-    const serials = new Set(Array.from({ length: 5 }, () => new X509Certificate(ca.issue({ commonName: 'x' }).cert).serialNumber));
+    const serials = new Set(
+      Array.from({ length: 5 }, () => new X509Certificate(ca.issue({ commonName: 'x' }).cert).serialNumber),
+    );
     expect(serials.size).toBe(5);
   });
 });

@@ -88,7 +88,10 @@ export class CertificateAuthority {
       { name: 'basicConstraints', cA: false },
       { name: 'keyUsage', digitalSignature: true, keyEncipherment: true, critical: true },
       { name: 'extKeyUsage', serverAuth: usage !== 'client', clientAuth: usage !== 'server' },
-      { name: 'authorityKeyIdentifier', keyIdentifier: this.caCert.generateSubjectKeyIdentifier().getBytes() },
+      {
+        name: 'authorityKeyIdentifier',
+        keyIdentifier: this.caCert.generateSubjectKeyIdentifier().getBytes(),
+      },
       ...(altNames.length > 0 ? [{ name: 'subjectAltName', altNames }] : []),
     ]);
     cert.sign(this.caKey, forge.md.sha256.create());

@@ -18,7 +18,9 @@ describe('tandem lab (the quick start main job)', () => {
       expect(netns).toHaveLength(2);
 
       const env = { ...process.env, KUBECONFIG: kubeconfig };
-      const nodes = JSON.parse((await run(toolPath('kubectl'), ['get', 'nodes', '-o', 'json'], { env })).stdout) as {
+      const nodes = JSON.parse(
+        (await run(toolPath('kubectl'), ['get', 'nodes', '-o', 'json'], { env })).stdout,
+      ) as {
         items: { metadata: { name: string }; status: { addresses: { type: string; address: string }[] } }[];
       };
       expect(nodes.items.map((n) => n.metadata.name).sort()).toEqual(['node-1', 'node-2']);
@@ -30,9 +32,24 @@ describe('tandem lab (the quick start main job)', () => {
 
       // From inside a simulated node, the apiserver is reachable at the bridge address.
       const server = /control plane\s+(https:\/\/\S+)/.exec(banner)?.[1] ?? '';
-      const reach = await run('ip', ['netns', 'exec', netns[0] ?? '', toolPath('kubectl'), '--kubeconfig', kubeconfig ?? '', 'get', 'nodes', '-o', 'name'], {
-        timeoutMs: 20_000,
-      });
+      const reach = await run(
+        'ip',
+        [
+          'netns',
+          'exec',
+          netns[0] ?? '',
+          toolPath('kubectl'),
+          '--kubeconfig',
+          kubeconfig ?? '',
+          'get',
+          'nodes',
+          '-o',
+          'name',
+        ],
+        {
+          timeoutMs: 20_000,
+        },
+      );
       expect(server).toMatch(/^https:\/\/198\.18\.\d+\.1:\d+$/);
       expect(reach.stdout).toContain('node/node-1');
 

@@ -1,9 +1,9 @@
+import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
 import { packageRoot } from '../../lib/paths.js';
-import { sweepStaleNetworks } from '../harness/netns.js';
 import { exitOf, waitForOutput } from '../harness/cli-process.js';
+import { sweepStaleNetworks } from '../harness/netns.js';
 
 /** A separate process that creates a simulated network, prints its namespaces and waits. */
 function networkOwner(): ChildProcessWithoutNullStreams {
@@ -14,7 +14,9 @@ function networkOwner(): ChildProcessWithoutNullStreams {
     net.spawn(net.nodes[0], { name: 'sleep', command: 'sleep', args: ['300'] });
     console.log('NETNS ' + net.nodes.map((n) => n.netns).join(' '));
     setInterval(() => {}, 1000);`;
-  return spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: packageRoot() });
+  return spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+    cwd: packageRoot(),
+  });
 }
 
 const namespacesOf = (out: string) => (/NETNS (.+)/.exec(out)?.[1] ?? '').trim().split(' ');

@@ -23,7 +23,10 @@ describe('simulated nodes (network namespaces on a bridge)', () => {
   });
 
   const ping = async () => {
-    const result = await network.exec(b, process.execPath, ['-e', CLIENT, a.address], { allowFailure: true, timeoutMs: 5_000 });
+    const result = await network.exec(b, process.execPath, ['-e', CLIENT, a.address], {
+      allowFailure: true,
+      timeoutMs: 5_000,
+    });
     return result;
   };
 
@@ -37,7 +40,11 @@ describe('simulated nodes (network namespaces on a bridge)', () => {
   });
 
   it('lets two processes on two nodes talk over TCP, not after the link is cut, and again after restore', async () => {
-    const server = network.spawn(a, { name: 'echo', command: process.execPath, args: ['-e', SERVER, a.address] });
+    const server = network.spawn(a, {
+      name: 'echo',
+      command: process.execPath,
+      args: ['-e', SERVER, a.address],
+    });
     // Wait until the server listens.
     for (let i = 0; i < 50 && (await ping()).code !== 0; i++) await new Promise((r) => setTimeout(r, 100));
 
@@ -57,7 +64,10 @@ describe('simulated nodes (network namespaces on a bridge)', () => {
   });
 
   it('does not reach the node from the root namespace through loopback (isolation)', async () => {
-    const result = await run(process.execPath, ['-e', CLIENT, '127.0.0.1'], { allowFailure: true, timeoutMs: 5_000 });
+    const result = await run(process.execPath, ['-e', CLIENT, '127.0.0.1'], {
+      allowFailure: true,
+      timeoutMs: 5_000,
+    });
     expect(result.code).not.toBe(0);
   });
 

@@ -4,8 +4,8 @@ import { join } from 'node:path';
 import { loadKubeConfig } from '../../lib/kube/client.js';
 import { installCrds } from '../../lib/kube/manifests.js';
 import { manifestsDir } from '../../lib/paths.js';
-import { type ControlPlane, startControlPlane } from '../harness/control-plane.js';
 import { TEST_KUBECONFIG_ENV } from '../harness/cluster.js';
+import { type ControlPlane, startControlPlane } from '../harness/control-plane.js';
 
 declare global {
   var tandemControlPlane: ControlPlane | undefined;

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Fails when the tests left anything behind: processes of the Go-built tools,
+# processes still inside simulated nodes, network namespaces or claims of
+# simulated networks. Run after the test command, on a machine where no lab is
+# running (a running `tandem lab` is, rightly, reported as a leftover).
+set -uo pipefail
+found=0
+report() { echo "leftover: $*" >&2; found=1; }
+
+tools_cache=${TANDEM_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tandem/tools}
+while read -r pid args; do
+  [ -n "$pid" ] && report "process $pid: $args"
+done < <(pgrep -af -- "$tools_cache/|tandem-cp-|lab-test-" | grep -v -e pgrep -e check-leftovers || true)
+
+for ns in $(ip netns list 2>/dev/null | awk '/^tandem-/{print $1}'); do
+  report "network namespace $ns"
+  for pid in $(ip netns pids "$ns" 2>/dev/null); do report "process $pid in $ns: $(tr '\0' ' ' </proc/"$pid"/cmdline 2>/dev/null)"; done
+done
+for claim in /run/tandem-sim/*; do
+  [ -e "$claim" ] && report "simulated network claim $claim"
+done
+
+if [ $found -eq 0 ]; then echo "check-leftovers: nothing left behind" >&2; fi
+exit $found
