@@ -19,15 +19,19 @@ bin="$repo/.cache/bin"
 export GOTOOLCHAIN=local
 export GOFLAGS=-mod=readonly
 
-# name | wrapper module folder | package to build
+# name | wrapper module folder | package to build | version variables to stamp
+# (building from modules skips the projects' release scripts, which set them).
+# @VERSION@, @MAJOR@ and @MINOR@ become the version of the package's module as
+# pinned in the wrapper's go.mod, so a bump there is the only edit needed.
+k8s_stamp="-X k8s.io/component-base/version.gitVersion=@VERSION@ -X k8s.io/component-base/version.gitMajor=@MAJOR@ -X k8s.io/component-base/version.gitMinor=@MINOR@ -X k8s.io/component-base/version.gitTreeState=clean"
 tools=(
-  "etcd|etcd|go.etcd.io/etcd/server/v3"
-  "kube-apiserver|kube|k8s.io/kubernetes/cmd/kube-apiserver"
-  "kubectl|kube|k8s.io/kubernetes/cmd/kubectl"
-  "csi-sanity|csi-sanity|github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity"
-  "csi-provisioner|csi-provisioner|github.com/kubernetes-csi/external-provisioner/v6/cmd/csi-provisioner"
-  "csi-attacher|csi-attacher|github.com/kubernetes-csi/external-attacher/v4/cmd/csi-attacher"
-  "csi-resizer|csi-resizer|github.com/kubernetes-csi/external-resizer/v2/cmd/csi-resizer"
+  "etcd|etcd|go.etcd.io/etcd/server/v3|"
+  "kube-apiserver|kube|k8s.io/kubernetes/cmd/kube-apiserver|$k8s_stamp"
+  "kubectl|kube|k8s.io/kubernetes/cmd/kubectl|$k8s_stamp"
+  "csi-sanity|csi-sanity|github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity|-X main.VERSION=@VERSION@"
+  "csi-provisioner|csi-provisioner|github.com/kubernetes-csi/external-provisioner/v6/cmd/csi-provisioner|-X main.version=@VERSION@"
+  "csi-attacher|csi-attacher|github.com/kubernetes-csi/external-attacher/v4/cmd/csi-attacher|-X main.version=@VERSION@"
+  "csi-resizer|csi-resizer|github.com/kubernetes-csi/external-resizer/v2/cmd/csi-resizer|-X main.version=@VERSION@"
 )
 
 command -v go >/dev/null || { echo "build.sh: Go is not installed (need Go >= 1.25)" >&2; exit 1; }
@@ -47,18 +51,26 @@ done
 
 go_version=$(go env GOVERSION)
 for entry in "${tools[@]}"; do
-  IFS='|' read -r name dir pkg <<<"$entry"
+  IFS='|' read -r name dir pkg stamp <<<"$entry"
+  version=$(cd "$here/$dir" && go list -m -f '{{.Version}}' "$(go list -f '{{.Module.Path}}' "$pkg")")
+  major=${version#v}; major=${major%%.*}
+  minor=${version#v*.}; minor=${minor%%.*}
+  stamp=${stamp//@VERSION@/$version}; stamp=${stamp//@MAJOR@/$major}; stamp=${stamp//@MINOR@/$minor}
   is_wanted "$name" || continue
-  key=$( { echo "$go_version $pkg"; cat "$here/$dir/go.mod" "$here/$dir/go.sum"; } | sha256sum | cut -c1-16)
+  key=$( { echo "$go_version $pkg $stamp"; cat "$here/$dir/go.mod" "$here/$dir/go.sum"; } | sha256sum | cut -c1-16)
   out="$cache/$name-$key/$name"
   if [ ! -x "$out" ]; then
-    echo "build.sh: building $name ($pkg) — first build on this machine, this takes minutes" >&2
+    echo "build.sh: building $name $version ($pkg); with a cold Go cache this takes minutes" >&2
     start=$(date +%s)
     mkdir -p "$(dirname "$out")"
-    (cd "$here/$dir" && go build -trimpath -ldflags='-s -w' -o "$out.tmp" "$pkg")
+    (cd "$here/$dir" && go build -trimpath -ldflags="-s -w $stamp" -o "$out.tmp" "$pkg")
     mv "$out.tmp" "$out"
     echo "build.sh: built $name in $(( $(date +%s) - start ))s" >&2
   fi
   ln -sfn "$out" "$bin/$name"
+  # Drop builds of this tool that no wrapper version points to any more.
+  for old in "$cache/$name"-*; do
+    [ "$old" = "$cache/$name-$key" ] || rm -rf "$old"
+  done
 done
 echo "build.sh: tools ready in $bin" >&2
