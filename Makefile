@@ -16,10 +16,12 @@ lab: build
 
 test: setup
 	npm test
+	@bash scripts/lint-dockerfile.sh
 	@bash scripts/check-leftovers.sh
 
 lint:
 	npx biome check .
+	bash scripts/lint-dockerfile.sh
 
 clean:
 	rm -rf dist coverage .cache/bin

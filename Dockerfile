@@ -1,0 +1,43 @@
+# One image for every Tandem component; the Deployment or DaemonSet picks the
+# subcommand (tandem controller | node | dataplane | webhook | migrator | share-manager).
+# Node 22: a maintained LTS line (the code is tested on Node >= 20).
+
+FROM node:22-bookworm-slim AS build
+WORKDIR /src
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY tsconfig.json tsconfig.build.json ./
+COPY lib ./lib
+COPY cli ./cli
+COPY driver ./driver
+COPY webhook ./webhook
+COPY migrator ./migrator
+COPY test/harness ./test/harness
+RUN npx tsc -p tsconfig.build.json \
+ && npm prune --omit=dev
+
+FROM node:22-bookworm-slim
+# The node-side tools the components call: nbd-client (kernel NBD), nbdfuse and
+# fuse3 (where the kernel has no NBD), mkfs/fsck for ext4 and xfs, mount and
+# losetup (util-linux), NFS-Ganesha with its VFS backend for the share manager.
+# Versions come from the pinned Debian release; pinning each package would
+# block its security updates.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends \
+      ca-certificates nbd-client nbdfuse fuse3 e2fsprogs xfsprogs util-linux \
+      nfs-ganesha nfs-ganesha-vfs iproute2 \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /opt/tandem
+COPY --from=build /src/package.json ./
+COPY --from=build /src/node_modules ./node_modules
+COPY --from=build /src/dist ./dist
+COPY manifests ./manifests
+ENV NODE_ENV=production
+# Non-root by default (uid 1000 is the base image's "node" user; numeric so that
+# runAsNonRoot can verify it): controller, webhook and migrator need no privileges.
+# The node plugin, data plane and share manager mount, attach devices and run
+# NFS-Ganesha, so their DaemonSet/Pod specs set runAsUser: 0 and privileged.
+USER 1000:1000
+ENTRYPOINT ["node", "/opt/tandem/dist/cli/main.js"]
+CMD ["--help"]
