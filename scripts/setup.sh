@@ -29,8 +29,18 @@ node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0
 [ "$node_major" -ge 20 ] || { echo "setup: Node.js >= 20 is required (found: $(node --version 2>/dev/null || echo none))" >&2; exit 1; }
 # npm writes node_modules/.package-lock.json on every install; when it is
 # newer than package-lock.json, node_modules matches the lock file.
+# `npm install` rather than `npm ci`: the registry these machines reach has no
+# metadata for some per-platform optional packages (other OSes' builds of
+# @swc/core and of jest's resolver), so the lock file cannot list them and
+# `npm ci` refuses it. `npm install` installs exactly the locked versions; the
+# check after it fails the run if it changed the lock file.
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  npm ci --no-audit --no-fund
+  lock_before=$(sha256sum package-lock.json)
+  npm install --no-audit --no-fund
+  if [ "$(sha256sum package-lock.json)" != "$lock_before" ]; then
+    echo "setup: npm install changed package-lock.json; run npm install and commit the lock file" >&2
+    exit 1
+  fi
 else
   echo "node_modules up to date" >&2
 fi
