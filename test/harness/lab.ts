@@ -5,6 +5,7 @@ import { loadKubeConfig } from '../../lib/kube/client.js';
 import { installCrds } from '../../lib/kube/manifests.js';
 import { type Logger, silentLogger } from '../../lib/log.js';
 import { manifestsDir } from '../../lib/paths.js';
+import { isProcessAlive } from '../../lib/pid.js';
 import { type ControlPlane, startControlPlane } from './control-plane.js';
 import { SimulatedNetwork } from './netns.js';
 import { toolPath } from './tools.js';
@@ -33,8 +34,8 @@ export const TOPOLOGY_NODE_LABEL = 'topology.csi.tandem.dev/node';
  */
 export async function startLab(options: LabOptions): Promise<Lab> {
   const logger = options.logger ?? silentLogger();
-  toolPath('etcd');
-  toolPath('kube-apiserver'); // fail before creating anything when the tools are missing
+  // Fail before creating anything when a tool is missing (kubectl is named in the banner).
+  for (const tool of ['etcd', 'kube-apiserver', 'kubectl'] as const) toolPath(tool);
   await claimStateDir(options.stateDir);
 
   const network = await SimulatedNetwork.create({ nodes: options.nodes, logger });
@@ -106,21 +107,12 @@ async function registerNodes(kc: KubeConfig, network: SimulatedNetwork): Promise
 async function claimStateDir(dir: string): Promise<void> {
   const pidFile = join(dir, 'lab.pid');
   const pid = Number(await readFile(pidFile, 'utf8').catch(() => ''));
-  if (pid > 0 && pid !== process.pid && isAlive(pid)) {
+  if (pid > 0 && pid !== process.pid && isProcessAlive(pid)) {
     throw new Error(`a lab is already running from ${dir} (pid ${pid}); stop it or pick another --state-dir`);
   }
   await rm(dir, { recursive: true, force: true });
   await mkdir(dir, { recursive: true, mode: 0o700 });
   await writeFile(pidFile, String(process.pid));
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** What the lab prints once it is up: how to reach everything. */

@@ -4,6 +4,7 @@ import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { join } from 'node:path';
 import { type RunOptions, type RunResult, run } from '../../lib/exec.js';
 import { type Logger, silentLogger } from '../../lib/log.js';
+import { isProcessAlive } from '../../lib/pid.js';
 import { Service, type ServiceOptions } from '../../lib/service.js';
 
 /**
@@ -206,15 +207,6 @@ function removeClaimed(subnet: number, claim: Claim | undefined): void {
   rmSync(join(CLAIMS_DIR, String(subnet)), { recursive: true, force: true });
 }
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 function tryKill(pid: number): void {
   try {
     process.kill(pid, 'SIGKILL');
@@ -238,7 +230,7 @@ export function sweepStaleNetworks(logger: Logger = silentLogger()): number {
     const claim = readClaim(subnet);
     // A claim without claim.json is either being created right now or was cut
     // short; only remove it when it is old enough not to be in flight.
-    if (claim ? isAlive(claim.pid) : claimAgeMs(subnet) < 60_000) continue;
+    if (claim ? isProcessAlive(claim.pid) : claimAgeMs(subnet) < 60_000) continue;
     logger.warn(
       { subnet: `${SUBNET_PREFIX}.${subnet}.0/24`, pid: claim?.pid },
       'removing simulated network left by a dead process',
