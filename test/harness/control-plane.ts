@@ -3,7 +3,7 @@ import { request } from 'node:https';
 import { join } from 'node:path';
 import { type Logger, silentLogger } from '../../lib/log.js';
 import { Service } from '../../lib/service.js';
-import { CertificateAuthority, rsaKeyPairPem } from './pki.js';
+import { CertificateAuthority, rsaKeyPairPem } from '../../lib/pki.js';
 import { freePort } from './ports.js';
 import { toolPath } from './tools.js';
 
