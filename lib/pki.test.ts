@@ -27,6 +27,21 @@ describe('CertificateAuthority', () => {
     expect(cert.subject).toContain('CN=admin');
   });
 
+  it('reloads a persisted CA and refuses a key that does not match', () => {
+    const reloaded = CertificateAuthority.fromPem(ca.certPem, ca.keyPem);
+    const cert = new X509Certificate(reloaded.issue({ commonName: 'again' }).cert);
+    expect(cert.verify(new X509Certificate(ca.certPem).publicKey)).toBe(true);
+    const other = CertificateAuthority.create('other');
+    expect(() => CertificateAuthority.fromPem(ca.certPem, other.keyPem)).toThrow(/does not belong/);
+  });
+
+  it('issues certificates with the requested lifetime', () => {
+    const cert = new X509Certificate(ca.issue({ commonName: 'short', validForMs: 10_000 }).cert);
+    const lifetime = Date.parse(cert.validTo) - Date.now();
+    expect(lifetime).toBeGreaterThan(5_000);
+    expect(lifetime).toBeLessThanOrEqual(11_000);
+  });
+
   it('never repeats a serial number', () => {
     const serials = new Set(
       Array.from({ length: 5 }, () => new X509Certificate(ca.issue({ commonName: 'x' }).cert).serialNumber),

@@ -14,8 +14,11 @@ export interface CertificateRequest {
   ipAddresses?: string[];
   /** Both server and client auth when omitted. */
   usage?: 'server' | 'client' | 'both';
-  validDays?: number;
+  /** Lifetime; default one year. */
+  validForMs?: number;
 }
+
+const DAY_MS = 86_400_000;
 
 /**
  * RSA keys come from node's native crypto (node-forge's pure JavaScript
@@ -34,10 +37,12 @@ function newSerial(): string {
   return bytes.toString('hex');
 }
 
-function validity(cert: forge.pki.Certificate, days: number): void {
+function validity(cert: forge.pki.Certificate, validForMs: number): void {
   const now = Date.now();
-  cert.validity.notBefore = new Date(now - 60_000); // tolerate small clock skew
-  cert.validity.notAfter = new Date(now + days * 86_400_000);
+  // Backdate to tolerate clock skew between nodes, but by no more than a tenth
+  // of the lifetime, so a short-lived certificate is not born half-expired.
+  cert.validity.notBefore = new Date(now - Math.min(60_000, validForMs / 10));
+  cert.validity.notAfter = new Date(now + validForMs);
 }
 
 export class CertificateAuthority {
@@ -46,12 +51,12 @@ export class CertificateAuthority {
     private readonly caKey: forge.pki.rsa.PrivateKey,
   ) {}
 
-  static create(commonName: string, validDays = 365): CertificateAuthority {
+  static create(commonName: string, validForMs = 365 * DAY_MS): CertificateAuthority {
     const key = newRsaKey();
     const cert = forge.pki.createCertificate();
     cert.publicKey = forge.pki.rsa.setPublicKey(key.n, key.e);
     cert.serialNumber = newSerial();
-    validity(cert, validDays);
+    validity(cert, validForMs);
     const subject = [{ name: 'commonName', value: commonName }];
     cert.setSubject(subject);
     cert.setIssuer(subject);
@@ -64,8 +69,26 @@ export class CertificateAuthority {
     return new CertificateAuthority(cert, key);
   }
 
+  /** A CA persisted earlier (e.g. in a Secret); throws when the key does not match the certificate. */
+  static fromPem(certPem: string, keyPem: string): CertificateAuthority {
+    const cert = forge.pki.certificateFromPem(certPem);
+    const key = forge.pki.privateKeyFromPem(keyPem);
+    const publicKey = cert.publicKey as forge.pki.rsa.PublicKey;
+    if (publicKey.n.compareTo(key.n) !== 0)
+      throw new Error('the CA key does not belong to the CA certificate');
+    return new CertificateAuthority(cert, key);
+  }
+
   get certPem(): string {
     return forge.pki.certificateToPem(this.caCert);
+  }
+
+  get keyPem(): string {
+    return forge.pki.privateKeyToPem(this.caKey);
+  }
+
+  get notAfter(): Date {
+    return this.caCert.validity.notAfter;
   }
 
   issue(request: CertificateRequest): KeyPair {
@@ -73,7 +96,7 @@ export class CertificateAuthority {
     const cert = forge.pki.createCertificate();
     cert.publicKey = forge.pki.rsa.setPublicKey(key.n, key.e);
     cert.serialNumber = newSerial();
-    validity(cert, request.validDays ?? 365);
+    validity(cert, request.validForMs ?? 365 * DAY_MS);
     cert.setSubject([
       { name: 'commonName', value: request.commonName },
       ...(request.organizations ?? []).map((o) => ({ name: 'organizationName', value: o })),

@@ -1,4 +1,9 @@
-import type { V1PersistentVolume, V1PersistentVolumeClaim, V1Pod, V1StorageClass } from '@kubernetes/client-node';
+import type {
+  V1PersistentVolume,
+  V1PersistentVolumeClaim,
+  V1Pod,
+  V1StorageClass,
+} from '@kubernetes/client-node';
 import type { Volume } from '../lib/api/volume.js';
 
 /**

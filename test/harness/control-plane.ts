@@ -2,8 +2,8 @@ import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { request } from 'node:https';
 import { join } from 'node:path';
 import { type Logger, silentLogger } from '../../lib/log.js';
-import { Service } from '../../lib/service.js';
 import { CertificateAuthority, rsaKeyPairPem } from '../../lib/pki.js';
+import { Service } from '../../lib/service.js';
 import { freePort } from './ports.js';
 import { toolPath } from './tools.js';
 

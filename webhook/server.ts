@@ -1,0 +1,160 @@
+import { createServer, type Server } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import express, { type NextFunction, type Request, type Response } from 'express';
+import type { Registry } from 'prom-client';
+import { errorMessage } from '../lib/errors.js';
+import { type Logger, silentLogger } from '../lib/log.js';
+import type { KeyPair } from '../lib/pki.js';
+import type { AdmissionRequest, Verdict } from './admission.js';
+import type { ClusterView } from './cluster-view.js';
+import { mutate, resourceKey, validate } from './dispatch.js';
+import { AdmissionMetrics, type AdmissionOutcome } from './metrics.js';
+import { decodeAdmissionReview, encodeVerdict } from './review.js';
+
+/** An AdmissionReview carries the object and its old version; etcd caps objects at 1.5 MiB. */
+export const MAX_BODY = '4mb';
+
+export interface WebhookServerOptions {
+  host: string;
+  port: number;
+  certificate: KeyPair;
+  view: ClusterView;
+  registry: Registry;
+  /** /readyz answers 200 only when this says so (caches synced, certificate published). */
+  ready: () => boolean;
+  logger?: Logger;
+}
+
+export interface WebhookServer {
+  server: Server;
+  port: number;
+  /** New connections use the new certificate; open ones finish with the old. */
+  useCertificate(pair: KeyPair): void;
+  close(): Promise<void>;
+}
+
+type Decide = (request: AdmissionRequest, view: ClusterView) => Promise<Verdict> | Verdict;
+
+export function createWebhookApp(
+  options: Omit<WebhookServerOptions, 'host' | 'port' | 'certificate'>,
+): express.Express {
+  const logger = options.logger ?? silentLogger();
+  const metrics = new AdmissionMetrics(options.registry);
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+
+  const review = (endpoint: string, decide: Decide) => async (req: Request, res: Response) => {
+    const started = process.hrtime.bigint();
+    const seconds = () => Number(process.hrtime.bigint() - started) / 1e9;
+    if (!req.is('application/json')) {
+      metrics.observe(endpoint, 'unknown', 'unknown', 'bad_request', seconds());
+      res.status(415).json({ error: 'Content-Type must be application/json (an AdmissionReview)' });
+      return;
+    }
+    const decoded = decodeAdmissionReview(req.body);
+    if (!decoded.ok) {
+      metrics.observe(endpoint, 'unknown', 'unknown', 'bad_request', seconds());
+      res.status(400).json({ error: decoded.error });
+      return;
+    }
+    const request = decoded.request;
+    let verdict: Verdict;
+    let outcome: AdmissionOutcome;
+    try {
+      verdict = await decide(request, options.view);
+      outcome = verdict.allowed ? 'allowed' : 'denied';
+    } catch (err) {
+      // A lookup failed (apiserver unreachable, ...): refuse rather than admit unchecked, and say why.
+      logger.error(
+        { err: errorMessage(err), uid: request.uid, resource: resourceKey(request) },
+        'admission check failed',
+      );
+      verdict = {
+        allowed: false,
+        code: 403,
+        message: `Tandem could not check this request (${errorMessage(err)}); try again`,
+      };
+      outcome = 'error';
+    }
+    metrics.observe(endpoint, request.kind.kind, request.operation, outcome, seconds());
+    if (!verdict.allowed)
+      logger.info(
+        { uid: request.uid, kind: request.kind.kind, name: request.name, message: verdict.message },
+        'denied',
+      );
+    res.status(200).json(encodeVerdict(request.uid, verdict));
+  };
+
+  const json = express.json({ limit: MAX_BODY, type: 'application/json', strict: true });
+  app.post('/validate', json, review('validate', validate));
+  app.post('/mutate', json, review('mutate', mutate));
+  app.all(['/validate', '/mutate'], (_req, res) => {
+    res.status(405).set('Allow', 'POST').json({ error: 'use POST with an AdmissionReview' });
+  });
+  app.get('/healthz', (_req, res) => {
+    res.type('text/plain').send('ok');
+  });
+  app.get('/readyz', (_req, res) => {
+    if (options.ready()) res.type('text/plain').send('ok');
+    else res.status(503).type('text/plain').send('not ready: caches syncing or certificate not published');
+  });
+  app.get('/metrics', async (_req, res) => {
+    res.type(options.registry.contentType).send(await options.registry.metrics());
+  });
+  app.use((_req, res) => {
+    res
+      .status(404)
+      .json({ error: 'not found; endpoints: POST /validate, POST /mutate, GET /healthz, /readyz, /metrics' });
+  });
+  // Body-parser errors (invalid JSON 400, too large 413, bad charset 415) keep their 4xx; nothing here is a 5xx.
+  app.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
+    const status = httpStatusOf(err);
+    res.status(status >= 400 && status < 500 ? status : 400).json({ error: clientMessage(err, status) });
+  });
+  return app;
+}
+
+export async function startWebhookServer(options: WebhookServerOptions): Promise<WebhookServer> {
+  const app = createWebhookApp(options);
+  const server = createServer(
+    { key: options.certificate.key, cert: options.certificate.cert, minVersion: 'TLSv1.2' },
+    app,
+  );
+  // Bounded keep-alive: the apiserver reuses connections, a stuck client cannot hold one forever.
+  server.keepAliveTimeout = 30_000;
+  server.headersTimeout = 10_000;
+  server.requestTimeout = 15_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port, options.host, () => resolve());
+  });
+  return {
+    server,
+    port: (server.address() as AddressInfo).port,
+    useCertificate: (pair) =>
+      server.setSecureContext({ key: pair.key, cert: pair.cert, minVersion: 'TLSv1.2' }),
+    close: () =>
+      new Promise((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
+
+function httpStatusOf(err: unknown): number {
+  if (typeof err === 'object' && err !== null) {
+    const status =
+      (err as { status?: unknown; statusCode?: unknown }).status ??
+      (err as { statusCode?: unknown }).statusCode;
+    if (typeof status === 'number') return status;
+  }
+  return 400;
+}
+
+function clientMessage(err: unknown, status: number): string {
+  if (status === 413) return `the body is larger than ${MAX_BODY}`;
+  if (status === 415) return 'unsupported body encoding; send UTF-8 JSON';
+  if (err instanceof SyntaxError) return `the body is not valid JSON: ${err.message}`;
+  return 'malformed request';
+}
