@@ -1,4 +1,5 @@
-import { DEFAULT_NFS_OPTIONS, didYouMean, parseNfsOptions, parseStrictInteger } from './nfs-options.js';
+import { DEFAULT_NFS_OPTIONS, parseNfsOptions } from './nfs-options.js';
+import { didYouMean, parseStrictInteger } from './syntax.js';
 
 const accept = (value: string, hard = false) => {
   const result = parseNfsOptions(value, hard);
@@ -196,6 +197,8 @@ describe('parseNfsOptions: refused', () => {
     ['soft,,timeo=600', /item 2 is empty/],
     ['soft, timeo=600', /" timeo=600" contains whitespace; options are separated by ',' alone/],
     ['timeo = 600', /contains whitespace/],
+    ['=600', /"=600" has no option name before '='; write name=value/],
+    ['soft,=', /"=" has no option name/],
   ])('refuses the malformed list %p', (input, message) => refusesWith(input, message));
 
   it('reports each empty item of ","', () => {

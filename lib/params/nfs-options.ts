@@ -1,4 +1,5 @@
 import { isIP } from 'node:net';
+import { didYouMean, parseStrictInteger } from './syntax.js';
 
 /**
  * The `nfsOptions` StorageClass parameter: the mount options a node uses to
@@ -32,52 +33,6 @@ import { isIP } from 'node:net';
 export const DEFAULT_NFS_OPTIONS = 'vers=4.1,noresvport,softerr,timeo=600,retrans=5';
 
 export type NfsOptionsResult = { ok: true; options: string } | { ok: false; errors: string[] };
-
-// ---------------------------------------------------------------------------
-// Small syntax helpers, shared with the StorageClass parser.
-
-export type StrictInteger = { ok: true; value: number } | { ok: false; leadingZero: boolean };
-
-/**
- * Digits only: no sign, no spaces, no decimal point, no exponent, and no
- * leading zero (except "0" itself), so a value means the same to every reader.
- */
-export function parseStrictInteger(text: string): StrictInteger {
-  if (/^(?:0|[1-9][0-9]*)$/.test(text)) return { ok: true, value: Number(text) };
-  return { ok: false, leadingZero: /^0[0-9]+$/.test(text) };
-}
-
-/** Levenshtein distance, two rows at a time. */
-function editDistance(a: string, b: string): number {
-  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const current = [i];
-    for (let j = 1; j <= b.length; j++) {
-      const substitution = (previous[j - 1] ?? 0) + (a[i - 1] === b[j - 1] ? 0 : 1);
-      current.push(Math.min((previous[j] ?? 0) + 1, (current[j - 1] ?? 0) + 1, substitution));
-    }
-    previous = current;
-  }
-  return previous[b.length] ?? 0;
-}
-
-/**
- * The candidate closest to `input` (case-insensitively) if it is within edit
- * distance 3; on a tie the earlier candidate wins, so callers list the likely
- * ones first.
- */
-export function didYouMean(input: string, candidates: readonly string[]): string | undefined {
-  let best: string | undefined;
-  let bestDistance = 4;
-  for (const candidate of candidates) {
-    const distance = editDistance(input.toLowerCase(), candidate.toLowerCase());
-    if (distance < bestDistance) {
-      best = candidate;
-      bestDistance = distance;
-    }
-  }
-  return best;
-}
 
 // ---------------------------------------------------------------------------
 // The option table.
@@ -264,6 +219,7 @@ function itemProblem(item: Item, position: number): string | undefined {
   if (/\s/.test(text)) {
     return `"${text}" contains whitespace; options are separated by ',' alone, e.g. "${DEFAULT_NFS_OPTIONS}"`;
   }
+  if (name === '') return `"${text}" has no option name before '='; write name=value, e.g. "timeo=600"`;
   const spec = OPTIONS.get(name);
   if (spec === undefined) {
     const suggestion = didYouMean(name, ACCEPTED_NAMES);

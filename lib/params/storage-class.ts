@@ -1,5 +1,6 @@
 import { labelKeyProblems, labelValueProblems } from './label-syntax.js';
-import { DEFAULT_NFS_OPTIONS, didYouMean, parseNfsOptions, parseStrictInteger } from './nfs-options.js';
+import { DEFAULT_NFS_OPTIONS, parseNfsOptions } from './nfs-options.js';
+import { didYouMean, parseStrictInteger } from './syntax.js';
 
 /**
  * StorageClass parameters: parsed and checked by the admission webhook when a
