@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { KubernetesObject } from '@kubernetes/client-node';
+import { pino } from 'pino';
 import { type Cache, keepWatching } from './informer.js';
 
 /** Just enough of an informer: start() outcomes are scripted, errors are emitted by the test. */
@@ -45,5 +46,18 @@ describe('keepWatching', () => {
     await sleep(20);
     expect(informer.starts).toBe(3);
     expect(informer.stops).toBe(1);
+  });
+
+  it('logs nothing for the error its own stop() causes', async () => {
+    const lines: string[] = [];
+    const logger = pino({ level: 'warn' }, { write: (line: string) => lines.push(line) });
+    const informer = new ScriptedInformer(['ok']);
+    const watching = await keepWatching(asCache(informer), { name: 'test', logger });
+    informer.emit('error', new Error('watch closed'));
+    expect(lines.some((l) => l.includes('restarting'))).toBe(true);
+    lines.length = 0;
+    await watching.stop();
+    informer.emit('error', new Error('The user aborted a request.'));
+    expect(lines).toEqual([]);
   });
 });

@@ -53,6 +53,7 @@ export async function keepWatching<T extends KubernetesObject>(
   };
 
   informer.on('error', (err: unknown) => {
+    if (stopped) return; // stop() aborts the watch, which reports as an error
     logger.warn(
       { informer: options.name, err: errorMessage(err), retryInMs: backoff },
       'informer stopped; restarting',
