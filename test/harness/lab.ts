@@ -4,11 +4,14 @@ import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
 import { loadKubeConfig } from '../../lib/kube/client.js';
 import { installCrds } from '../../lib/kube/manifests.js';
 import { type Logger, silentLogger } from '../../lib/log.js';
-import { manifestsDir } from '../../lib/paths.js';
+import { manifestsDir, packageRoot } from '../../lib/paths.js';
 import { isProcessAlive } from '../../lib/pid.js';
+import { type RunningWebhook, runWebhook } from '../../webhook/run.js';
 import { type ControlPlane, startControlPlane } from './control-plane.js';
 import { SimulatedNetwork } from './netns.js';
+import { freePort } from './ports.js';
 import { toolPath } from './tools.js';
+import { registerWebhookConfigurations } from './webhook-registration.js';
 
 export interface LabOptions {
   nodes: number;
@@ -21,6 +24,7 @@ export interface Lab {
   controlPlane: ControlPlane;
   network: SimulatedNetwork;
   kubeconfigPath: string;
+  webhook: RunningWebhook;
   stop(): Promise<void>;
 }
 
@@ -40,6 +44,7 @@ export async function startLab(options: LabOptions): Promise<Lab> {
 
   const network = await SimulatedNetwork.create({ nodes: options.nodes, logger });
   let controlPlane: ControlPlane | undefined;
+  let webhook: RunningWebhook | undefined;
   try {
     controlPlane = await startControlPlane({
       dir: join(options.stateDir, 'control-plane'),
@@ -50,7 +55,9 @@ export async function startLab(options: LabOptions): Promise<Lab> {
     const kc = loadKubeConfig(controlPlane.kubeconfigPath);
     await installCrds(kc, join(manifestsDir(), 'crds'));
     await registerNodes(kc, network);
+    webhook = await startLabWebhook(kc, network.hostAddress, logger);
   } catch (err) {
+    await webhook?.stop();
     await controlPlane?.stop();
     await network.destroy();
     await rm(options.stateDir, { recursive: true, force: true });
@@ -58,16 +65,41 @@ export async function startLab(options: LabOptions): Promise<Lab> {
   }
 
   const started = controlPlane;
+  const admission = webhook;
   return {
     controlPlane: started,
     network,
     kubeconfigPath: started.kubeconfigPath,
+    webhook: admission,
     stop: async () => {
+      await admission.stop();
       await started.stop();
       await network.destroy();
       await rm(options.stateDir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * The admission webhook, in the lab process, registered with the real
+ * configurations from manifests/webhook/ pointed at the bridge address.
+ */
+async function startLabWebhook(kc: KubeConfig, address: string, logger: Logger): Promise<RunningWebhook> {
+  const port = await freePort(address);
+  const registration = await registerWebhookConfigurations(kc, `https://${address}:${port}`, 'lab');
+  await kc.makeApiClient(CoreV1Api).createNamespace({ body: { metadata: { name: 'tandem-system' } } });
+  return runWebhook({
+    kc,
+    host: address,
+    port,
+    namespace: 'tandem-system',
+    serviceName: 'tandem-webhook',
+    secretName: 'tandem-webhook-tls',
+    validatingConfiguration: registration.names.validating,
+    mutatingConfiguration: registration.names.mutating,
+    ipAddresses: [address],
+    logger,
+  });
 }
 
 /** Node objects so that `kubectl get nodes` lists the simulated nodes with their addresses. */
@@ -125,6 +157,7 @@ export function describeLab(lab: Lab): string {
     'Tandem lab is up.',
     `  control plane  ${lab.controlPlane.server}  (real etcd + kube-apiserver, ready in ${lab.controlPlane.startupMs} ms)`,
     `  logs           ${lab.controlPlane.logDir}`,
+    `  webhook        https://${lab.network.hostAddress}:${lab.webhook.port}  (admission: claims, classes, pods, VMs)`,
     '  simulated nodes (network namespaces on one bridge):',
     nodes,
     '',
@@ -132,6 +165,9 @@ export function describeLab(lab: Lab): string {
     `  export KUBECONFIG=${lab.kubeconfigPath}`,
     `  ${kubectl} get nodes -o wide`,
     `  ${kubectl} get volumes.tandem.dev`,
+    '',
+    'See the webhook refuse a mistake (a ReadWriteMany Block claim needs a migratable class):',
+    `  ${kubectl} create -f ${join(packageRoot(), 'manifests', 'examples', 'lab-rejected-claim.yaml')}`,
     '',
     'The data plane, driver and migrator are not in this build yet; the lab will run a demo migration once they are.',
   ].join('\n');

@@ -3,6 +3,7 @@ import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { run } from '../../lib/exec.js';
+import { packageRoot } from '../../lib/paths.js';
 import { exitOf, spawnTandem, waitForOutput } from '../harness/cli-process.js';
 import { toolPath } from '../harness/tools.js';
 
@@ -52,6 +53,18 @@ describe('tandem lab (the quick start main job)', () => {
       );
       expect(server).toMatch(/^https:\/\/198\.18\.\d+\.1:\d+$/);
       expect(reach.stdout).toContain('node/node-1');
+
+      // The lab's admission webhook: the example's class is admitted with defaults, its claim refused.
+      const example = join(packageRoot(), 'manifests', 'examples', 'lab-rejected-claim.yaml');
+      const created = await run(toolPath('kubectl'), ['create', '-f', example], { env, allowFailure: true });
+      expect(created.code).not.toBe(0);
+      expect(created.stderr).toMatch(/denied the request: .*needs a StorageClass with migratable: "true"/);
+      const fsType = await run(
+        toolPath('kubectl'),
+        ['get', 'storageclass', 'tandem-lab-plain', '-o', 'jsonpath={.parameters.fsType}'],
+        { env },
+      );
+      expect(fsType.stdout).toBe('ext4');
 
       lab.kill('SIGINT');
       expect(await exitOf(lab)).toBe(0);
