@@ -1,6 +1,7 @@
 import { request as httpsRequest } from 'node:https';
 import { createRegistry } from '../lib/metrics.js';
 import { CertificateAuthority } from '../lib/pki.js';
+import { seededRandom } from '../test/harness/random.js';
 import type { ClusterView } from './cluster-view.js';
 import { startWebhookServer, type WebhookServer } from './server.js';
 
@@ -17,15 +18,6 @@ const emptyView: ClusterView = {
 interface Reply {
   status: number;
   body: string;
-}
-
-/** Deterministic pseudo-random numbers, so a failing case can be replayed from its seed. */
-function prng(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state * 1664525 + 1013904223) >>> 0;
-    return state / 2 ** 32;
-  };
 }
 
 const validReview = (uid = 'u-1') => ({
@@ -195,7 +187,7 @@ describe('webhook HTTPS endpoints under hostile input', () => {
   });
 
   it('never answers 5xx to 600 random mutations of a review, and keeps serving', async () => {
-    const random = prng(20261122);
+    const random = seededRandom(20261122);
     const kinds = [
       { group: '', version: 'v1', kind: 'PersistentVolumeClaim' },
       { group: '', version: 'v1', kind: 'Pod' },

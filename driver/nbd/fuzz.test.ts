@@ -2,6 +2,7 @@
 // properties: push() never throws and returns, nothing is emitted after a terminal event, no request
 // reaches outside the export, and the result does not depend on how the input was chunked.
 
+import { seededRandom } from '../../test/harness/random.js';
 import { NBD_CMD, NBD_CMD_FLAG, NBD_ERRNO, NBD_INFO, NBD_MAGIC, NBD_OPT } from './constants.js';
 import { type ExportConfig, type HandshakeEvent, HandshakeParser, transmissionFlags } from './handshake.js';
 import { type DecodeEvent, type DecoderConfig, encodeRequest, RequestDecoder } from './transmission.js';
@@ -9,15 +10,14 @@ import { type DecodeEvent, type DecoderConfig, encodeRequest, RequestDecoder } f
 const SEED = 0x5eed_2024;
 const CASES_PER_DECODER = 10_000;
 
-/** mulberry32: tiny, fast and good enough to drive a fuzzer reproducibly. */
+/** Fuzzing helpers over the shared seeded generator, so a failing case replays from its seed. */
 class Rng {
-  constructor(private state: number) {}
+  private readonly next: () => number;
+  constructor(seed: number) {
+    this.next = seededRandom(seed);
+  }
   u32(): number {
-    this.state = (this.state + 0x6d2b79f5) >>> 0;
-    let t = this.state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
+    return (this.next() * 2 ** 32) >>> 0;
   }
   int(n: number): number {
     return this.u32() % n;

@@ -3,6 +3,8 @@
  * chunk sizes. Deterministic (fixed seeds), so a failure reproduces; the seed and case number are
  * in the failure message.
  */
+
+import { seededRandom } from '../../test/harness/random.js';
 import {
   type Accept,
   type DecodedFrame,
@@ -15,18 +17,6 @@ import {
 } from './protocol.js';
 
 type Random = () => number;
-
-/** mulberry32: small, fast, seedable. */
-function prng(seed: number): Random {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const int = (r: Random, n: number): number => Math.floor(r() * n);
 const pick = <T>(r: Random, items: readonly T[]): T => items[int(r, items.length)] as T;
@@ -228,7 +218,7 @@ function runCase(r: Random, kind: number): void {
 
 describe('FrameDecoder fuzz', () => {
   it.each([11, 22, 33, 44])('holds its invariants on 6,000 inputs (seed %i)', (seed) => {
-    const r = prng(seed);
+    const r = seededRandom(seed);
     for (let i = 0; i < 6000; i++) {
       const kind = i % 8 < 1 ? 0 : i % 8 < 2 ? 1 : i % 8 < 3 ? 2 : 3;
       try {

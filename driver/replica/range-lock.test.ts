@@ -1,3 +1,4 @@
+import { seededRandom } from '../../test/harness/random.js';
 import { RangeLock } from './range-lock.js';
 
 /** Lets every pending promise callback run. */
@@ -154,18 +155,6 @@ describe('RangeLock', () => {
   });
 });
 
-/** mulberry32: small, fast, seedable. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 interface ModelEntry {
   id: number;
   start: number;
@@ -185,7 +174,7 @@ function modelGranted(outstanding: ModelEntry[]): Set<number> {
 
 describe('RangeLock against a reference model', () => {
   it.each([1, 2, 3, 4, 5])('agrees on every step (seed %i)', async (seed) => {
-    const random = prng(seed);
+    const random = seededRandom(seed);
     const lock = new RangeLock();
     const releases = new Map<number, () => void>();
     let outstanding: ModelEntry[] = [];
@@ -215,7 +204,7 @@ describe('RangeLock against a reference model', () => {
   // Speed belongs in a benchmark, not a timed test; this checks that a long run
   // with about a thousand outstanding ranges grants everything and drains.
   it('grants twenty thousand acquisitions with about a thousand outstanding, and drains to empty', async () => {
-    const random = prng(99);
+    const random = seededRandom(99);
     const lock = new RangeLock();
     const held: (() => void)[] = [];
     let granted = 0;
