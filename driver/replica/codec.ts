@@ -224,14 +224,19 @@ function buildRequest(op: RequestOp, h: RawHeader, payload: Buffer): DecodedFram
   }
 }
 
-function buildReply(op: RequestOp, h: RawHeader, payload: Buffer): DecodedFrame {
-  const base = {
+/** The fields every reply echoes from its header. */
+function replyBase(h: RawHeader) {
+  return {
     kind: 'reply' as const,
     requestId: h.requestId,
     epoch: h.epoch,
     offset: h.offset,
     length: h.length,
   };
+}
+
+function buildReply(op: RequestOp, h: RawHeader, payload: Buffer): DecodedFrame {
+  const base = replyBase(h);
   const status = statusOf(h.flags);
   if (status === undefined) return fatal('unknown-status', `unknown status ${h.flags}`); // checkHeader already refused it
   if (status !== 'OK') {
@@ -284,12 +289,6 @@ function buildHashReply(h: RawHeader, payload: Buffer): DecodedFrame {
   const digests: Buffer[] = [];
   for (let at = 4; at < payload.length; at += DIGEST_SIZE)
     digests.push(payload.subarray(at, at + DIGEST_SIZE));
-  const base = {
-    kind: 'reply' as const,
-    requestId: h.requestId,
-    epoch: h.epoch,
-    offset: h.offset,
-    length: h.length,
-  };
+  const base = replyBase(h);
   return { type: 'frame', frame: { ...base, op: 'HASH', status: 'OK', blockSize, digests } };
 }
