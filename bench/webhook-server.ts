@@ -7,7 +7,7 @@ import { createServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { createRegistry } from '../lib/metrics.js';
 import { CertificateAuthority } from '../lib/pki.js';
-import type { ClusterView } from '../webhook/cluster-view.js';
+import { fakeClusterView } from '../webhook/rules/fake-cluster-view.js';
 import { startWebhookServer } from '../webhook/server.js';
 
 const mode = process.argv[2];
@@ -15,17 +15,11 @@ const ca = CertificateAuthority.create('bench-ca');
 const certificate = ca.issue({ commonName: 'bench', ipAddresses: ['127.0.0.1'], usage: 'server' });
 
 /** A Tandem class and claim, so the benchmarked review runs the real claim rule with lookups. */
-const view: ClusterView = {
-  storageClass: async (name) =>
-    name === 'tandem'
-      ? { metadata: { name }, provisioner: 'csi.tandem.dev', parameters: { numberOfReplicas: '3' } }
-      : undefined,
-  claim: async () => undefined,
-  persistentVolume: async () => undefined,
-  volume: async () => undefined,
-  pod: async () => undefined,
-  podsUsingClaim: async () => [],
-};
+const view = fakeClusterView({
+  storageClasses: [
+    { metadata: { name: 'tandem' }, provisioner: 'csi.tandem.dev', parameters: { numberOfReplicas: '3' } },
+  ],
+});
 
 if (mode === 'webhook') {
   const server = await startWebhookServer({

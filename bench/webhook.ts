@@ -7,6 +7,7 @@ import { CoreV1Api, type KubeConfig, StorageV1Api } from '@kubernetes/client-nod
 import { loadKubeConfig } from '../lib/kube/client.js';
 import { installCrds } from '../lib/kube/manifests.js';
 import { manifestsDir, packageRoot } from '../lib/paths.js';
+import { spawnTandem } from '../test/harness/cli-process.js';
 import { startControlPlane } from '../test/harness/control-plane.js';
 import { freePort } from '../test/harness/ports.js';
 import { registerWebhookConfigurations } from '../test/harness/webhook-registration.js';
@@ -149,7 +150,7 @@ async function direct() {
 async function endToEnd() {
   const dir = await mkdtemp(join(tmpdir(), 'bench-webhook-'));
   const controlPlane = await startControlPlane({ dir: join(dir, 'cp') });
-  let webhook: ChildProcess | undefined;
+  let webhook: ReturnType<typeof spawnTandem> | undefined;
   try {
     const kc = loadKubeConfig(controlPlane.kubeconfigPath);
     await installCrds(kc, join(manifestsDir(), 'crds'));
@@ -158,23 +159,18 @@ async function endToEnd() {
     const core = kc.makeApiClient(CoreV1Api);
     await core.createNamespace({ body: { metadata: { name: 'tandem-system' } } });
     await core.createNamespace({ body: { metadata: { name: 'bench' } } });
-    webhook = spawn(
-      process.execPath,
-      [
-        '--import',
-        'tsx',
-        'cli/main.ts',
-        'webhook',
-        `--listen=127.0.0.1:${port}`,
-        `--kubeconfig=${controlPlane.kubeconfigPath}`,
-        '--namespace=tandem-system',
-        `--validating-configuration=${registration.names.validating}`,
-        `--mutating-configuration=${registration.names.mutating}`,
-        '--extra-ip-sans=127.0.0.1',
-        '--log-level=warn',
-      ],
-      { cwd: packageRoot(), stdio: 'inherit' },
-    );
+    webhook = spawnTandem([
+      'webhook',
+      `--listen=127.0.0.1:${port}`,
+      `--kubeconfig=${controlPlane.kubeconfigPath}`,
+      '--namespace=tandem-system',
+      `--validating-configuration=${registration.names.validating}`,
+      `--mutating-configuration=${registration.names.mutating}`,
+      '--extra-ip-sans=127.0.0.1',
+      '--log-level=warn',
+    ]);
+    webhook.stdout.pipe(process.stdout);
+    webhook.stderr.pipe(process.stderr);
     await waitReady(port);
     await prepare(kc);
 

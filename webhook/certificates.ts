@@ -82,7 +82,7 @@ export class CertificateManager {
   }
 
   get caBundlePem(): string {
-    return [this.material?.ca.certPem, this.material?.previousCaPem].filter(Boolean).join('');
+    return this.material ? this.caBundleOf(this.material) : '';
   }
 
   private async reconcile(starting: boolean): Promise<void> {

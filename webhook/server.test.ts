@@ -2,18 +2,11 @@ import { request as httpsRequest } from 'node:https';
 import { createRegistry } from '../lib/metrics.js';
 import { CertificateAuthority } from '../lib/pki.js';
 import { seededRandom } from '../test/harness/random.js';
-import type { ClusterView } from './cluster-view.js';
+import { fakeClusterView } from './rules/fake-cluster-view.js';
 import { startWebhookServer, type WebhookServer } from './server.js';
 
 /** Nothing exists in this cluster: every rule falls back to "not Tandem, allow". */
-const emptyView: ClusterView = {
-  storageClass: async () => undefined,
-  claim: async () => undefined,
-  persistentVolume: async () => undefined,
-  volume: async () => undefined,
-  pod: async () => undefined,
-  podsUsingClaim: async () => [],
-};
+const emptyView = fakeClusterView({});
 
 interface Reply {
   status: number;

@@ -7,6 +7,16 @@ import {
   withExplicitDefaults,
 } from './storage-class.js';
 
+/** The CSI operations external-provisioner reads a secret name/namespace pair for. */
+const SECRET_STAGES = [
+  'provisioner',
+  'controller-publish',
+  'node-stage',
+  'node-publish',
+  'controller-expand',
+  'node-expand',
+];
+
 const DEFAULTS: TandemClassParameters = {
   numberOfReplicas: 3,
   staleReplicaTimeoutSeconds: 48 * 3600,
@@ -159,14 +169,7 @@ describe('parseStorageClassParameters: legal values', () => {
     ],
   ])('accepts %p', (parameters, expected) => expect(parse(parameters)).toEqual({ ...DEFAULTS, ...expected }));
 
-  it.each([
-    'provisioner',
-    'controller-publish',
-    'node-stage',
-    'node-publish',
-    'controller-expand',
-    'node-expand',
-  ])('accepts the %s secret pair', (stage) =>
+  it.each(SECRET_STAGES)('accepts the %s secret pair', (stage) =>
     expect(
       parse({
         [`csi.storage.k8s.io/${stage}-secret-name`]: 'tandem-secret',
@@ -427,14 +430,7 @@ describe('parseStorageClassParameters: illegal values', () => {
     ]);
   });
 
-  it.each([
-    'provisioner',
-    'controller-publish',
-    'node-stage',
-    'node-publish',
-    'controller-expand',
-    'node-expand',
-  ])('refuses half of the %s secret pair', (stage) => {
+  it.each(SECRET_STAGES)('refuses half of the %s secret pair', (stage) => {
     const name = `csi.storage.k8s.io/${stage}-secret-name`;
     const namespace = `csi.storage.k8s.io/${stage}-secret-namespace`;
     refusesWith(

@@ -1,6 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type RunOptions, type RunResult, run } from '../../lib/exec.js';
 import { type Logger, silentLogger } from '../../lib/log.js';
@@ -242,9 +242,11 @@ export function sweepStaleNetworks(logger: Logger = silentLogger()): number {
 }
 
 function claimAgeMs(subnet: number): number {
-  const result = spawnSync('stat', ['-c', '%Y', join(CLAIMS_DIR, String(subnet))], { encoding: 'utf8' });
-  const mtime = Number(result.stdout.trim());
-  return Number.isFinite(mtime) ? Date.now() - mtime * 1000 : Number.POSITIVE_INFINITY;
+  try {
+    return Date.now() - statSync(join(CLAIMS_DIR, String(subnet))).mtimeMs;
+  } catch {
+    return Number.POSITIVE_INFINITY;
+  }
 }
 
 const liveNetworks = new Set<SimulatedNetwork>();
