@@ -13,6 +13,8 @@ import {
   Flag,
   fatal,
   GREETING_OPCODE,
+  HELLO_OK_PAYLOAD,
+  HelloFlag,
   HEADER_SIZE,
   MAGIC_U32,
   MAX_HASH_BLOCK,
@@ -97,7 +99,7 @@ const REQUEST_RULES: Record<RequestOp, { flags: number; payload: LengthRule }> =
 };
 
 const OK_RULES: Record<RequestOp, LengthRule> = {
-  HELLO: exactly(8),
+  HELLO: exactly(HELLO_OK_PAYLOAD),
   READ: sameAsLength,
   WRITE: none,
   FLUSH: none,
@@ -245,8 +247,12 @@ function buildReply(op: RequestOp, h: RawHeader, payload: Buffer): DecodedFrame 
     return { type: 'frame', frame: { ...base, op, status, message } };
   }
   switch (op) {
-    case 'HELLO':
-      return { type: 'frame', frame: { ...base, op, status, size: payload.readBigUInt64BE(0) } };
+    case 'HELLO': {
+      const flags = payload.readUInt32BE(8);
+      if ((flags & ~HelloFlag.DIRTY) !== 0) return fatal('malformed-hello', `unknown HELLO reply flags ${flags}`);
+      const dirty = (flags & HelloFlag.DIRTY) !== 0;
+      return { type: 'frame', frame: { ...base, op, status, size: payload.readBigUInt64BE(0), dirty } };
+    }
     case 'READ':
       return { type: 'frame', frame: { ...base, op, status, data: payload } };
     case 'EXTENTS': {

@@ -10,6 +10,8 @@ import {
   Flag,
   type Frame,
   GREETING_OPCODE,
+  HELLO_OK_PAYLOAD,
+  HelloFlag,
   MAGIC_U32,
   Opcode,
   PROTOCOL_VERSION,
@@ -77,8 +79,9 @@ function replyPayload(r: Reply): Buffer {
   if (r.status !== 'OK') return Buffer.from(r.message, 'utf8');
   switch (r.op) {
     case 'HELLO': {
-      const buf = Buffer.alloc(8);
+      const buf = Buffer.alloc(HELLO_OK_PAYLOAD);
       buf.writeBigUInt64BE(u64('size', r.size));
+      buf.writeUInt32BE(r.dirty ? HelloFlag.DIRTY : 0, 8);
       return buf;
     }
     case 'READ':

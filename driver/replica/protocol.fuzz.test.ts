@@ -94,7 +94,7 @@ function reply(r: Random, op: RequestOp): Frame {
     return { ...base, op, status: pick(r, ERRORS), message: pick(r, ['', 'EIO', 'é'.repeat(300)]) };
   switch (op) {
     case 'HELLO':
-      return { ...base, op, status: 'OK', size: u64(r) };
+      return { ...base, op, status: 'OK', size: u64(r), dirty: r() < 0.5 };
     case 'READ':
       return { ...base, op, status: 'OK', data: data(r, length) };
     case 'EXTENTS':

@@ -22,8 +22,8 @@
  * | opcode | name         | flags        | request payload             | OK reply payload (opcode + 0x80)  |
  * |--------|--------------|--------------|-----------------------------|-----------------------------------|
  * | 0x80   | GREETING     | -            | server → client, unasked: 32-byte nonce; other fields 0         |
- * | 0x01   | HELLO        | -            | names, epoch, proof         | volume size, u64                  |
- * |        |              |              | (layout in hello.ts)        |                                   |
+ * | 0x01   | HELLO        | -            | names, epoch, proof         | volume size u64, flags u32        |
+ * |        |              |              | (layout in hello.ts)        | (bit 0: dirty, others zero)       |
  * | 0x02   | READ         | -            | none                        | data, exactly `length` bytes      |
  * | 0x03   | WRITE        | FUA          | data, exactly `length` bytes| none                              |
  * | 0x04   | FLUSH        | -            | none                        | none                              |

@@ -16,6 +16,9 @@ export const DIGEST_SIZE = 32;
 export const EXTENT_SIZE = 16;
 /** HASH block sizes are powers of two in this range (a block is read whole to hash it). */
 export const MIN_HASH_BLOCK = 512;
+/** HELLO OK payload: volume size u64, then flags u32 (HelloFlag). */
+export const HELLO_OK_PAYLOAD = 12;
+export const HelloFlag = { DIRTY: 0x1 } as const;
 export const MAX_HASH_BLOCK = MAX_PAYLOAD;
 
 /** Request opcodes; a reply is the request's opcode with REPLY_BIT set. */
@@ -157,6 +160,11 @@ export interface HelloOk extends ReplyBase {
   status: 'OK';
   /** The replica's volume size in bytes. */
   size: bigint;
+  /**
+   * Writes reached the replica since it was last closed cleanly (after a FLUSH), so an engine
+   * that crashed may have left the replicas different where its last writes were in flight.
+   */
+  dirty: boolean;
 }
 export interface ReadOk extends ReplyBase {
   op: 'READ';

@@ -37,9 +37,17 @@ export interface VolumeSpec {
 
 export interface ReplicaStatus {
   node: string;
+  /** host:port of the node's replica server; optional in the schema, but engines need it. */
   address?: string;
   mode: ReplicaMode;
+  /** Whole percent (0..100): the API conventions avoid floats in resources. */
   rebuildProgress?: number;
+}
+
+/** An engine that is a member of the volume; `id` is unique per engine process. */
+export interface EngineStatus {
+  node: string;
+  id: string;
 }
 
 export interface MigrationRecord {
@@ -67,6 +75,8 @@ export interface VolumeStatus {
   epoch?: number;
   healthyReplicas?: number;
   replicas?: ReplicaStatus[];
+  /** At most two, and two only during a live migration. */
+  engines?: EngineStatus[];
   migration?: MigrationRecord;
   conditions?: Condition[];
 }

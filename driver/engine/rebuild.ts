@@ -1,0 +1,210 @@
+/**
+ * Rebuild: the only way a fenced replica comes back. The engine checks its Failed replicas every
+ * few seconds; one that answers is
+ *   1. wiped (TRIM of the whole volume: its old contents are of an older epoch),
+ *   2. joined write-only in a new epoch (it receives every write from then on),
+ *   3. filled from a readable replica extent by extent, holes skipped, each chunk copied under
+ *      the range lock so no write to that range can interleave with its copy,
+ *   4. flushed and made readable in a new epoch.
+ * A rebuild does not start, and a running one stops, while two engines share the volume.
+ */
+import type { Logger } from 'pino';
+import type { RangeLock } from '../replica/range-lock.js';
+import type { ReplicaMember } from './membership.js';
+import type { ReplicaLink, ReplicaSet } from './replica-set.js';
+
+export interface RebuildOptions {
+  /** Bytes copied per locked chunk. */
+  chunkBytes?: number;
+  /** Chunks in flight at once. */
+  parallel?: number;
+  /** How often Failed replicas are retried. */
+  checkIntervalMs?: number;
+  onProgress?: (node: string, copiedBytes: number, totalBytes: number) => void;
+  onFinished?: (
+    node: string,
+    outcome: 'done' | 'failed' | 'aborted',
+    copiedBytes: number,
+    seconds: number,
+  ) => void;
+}
+
+/** Largest TRIM or EXTENTS range per request (the protocol's length field is 32 bits). */
+const RANGE_STEP = 1024 * 1024 * 1024;
+const PROGRESS_RECORD_MS = 5000;
+
+class RebuildAborted extends Error {}
+
+export class Rebuilder {
+  readonly #set: ReplicaSet;
+  readonly #lock: RangeLock;
+  readonly #log: Logger;
+  readonly #options: Required<Omit<RebuildOptions, 'onProgress' | 'onFinished'>> & RebuildOptions;
+  #timer: NodeJS.Timeout | undefined;
+  #running: Promise<void> | undefined;
+  #stopped = false;
+
+  constructor(set: ReplicaSet, lock: RangeLock, log: Logger, options: RebuildOptions = {}) {
+    this.#set = set;
+    this.#lock = lock;
+    this.#log = log;
+    this.#options = { chunkBytes: 4 * 1024 * 1024, parallel: 4, checkIntervalMs: 3000, ...options };
+  }
+
+  start(): void {
+    this.#timer = setInterval(() => void this.runOnce(), this.#options.checkIntervalMs);
+    this.#timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    clearInterval(this.#timer);
+    await this.#running;
+  }
+
+  get running(): boolean {
+    return this.#running !== undefined;
+  }
+
+  /** Rebuilds the first Failed replica that answers; resolves when that attempt ends. */
+  runOnce(): Promise<void> {
+    if (this.#running !== undefined || this.#stopped || this.#set.superseded || this.#set.shared) {
+      return this.#running ?? Promise.resolve();
+    }
+    const candidate = this.#set.record.replicas.find((r) => r.mode === 'Failed');
+    if (candidate === undefined) return Promise.resolve();
+    this.#running = this.#rebuild(candidate).finally(() => {
+      this.#running = undefined;
+    });
+    return this.#running;
+  }
+
+  async #rebuild(member: ReplicaMember): Promise<void> {
+    let link: ReplicaLink;
+    try {
+      link = await this.#set.connectTo(member);
+    } catch (err) {
+      this.#log.debug({ node: member.node, err: (err as Error).message }, 'failed replica still unreachable');
+      return;
+    }
+    const size = this.#set.record.sizeBytes;
+    if (link.size !== size) {
+      this.#log.error(
+        { node: member.node, replicaSize: link.size, size },
+        'replica has the wrong size; not rebuilding it',
+      );
+      link.close();
+      return;
+    }
+    const started = process.hrtime.bigint();
+    let copied = 0;
+    const seconds = () => Number(process.hrtime.bigint() - started) / 1e9;
+    try {
+      for (let at = 0; at < size; at += RANGE_STEP)
+        await link.trim(at, Math.min(RANGE_STEP, size - at), false);
+      const joined = await this.#set.changeReplicas(
+        (r) => ({
+          ...r,
+          epoch: r.epoch + 1,
+          replicas: r.replicas.map((x) =>
+            x.node === member.node ? { ...x, mode: 'WriteOnly' as const, rebuildProgress: 0 } : x,
+          ),
+        }),
+        new Map([[member.node, link]]),
+      );
+      if (!joined) throw new RebuildAborted('the volume record changed before the replica joined');
+      this.#log.info({ node: member.node, epoch: this.#set.record.epoch }, 'rebuild started');
+      copied = await this.#copy(member.node, link, size);
+      await link.flush();
+      this.#checkStillRebuilding(member.node, link);
+      const promoted = await this.#set.changeReplicas((r) =>
+        r.replicas.some((x) => x.node === member.node && x.mode === 'WriteOnly')
+          ? {
+              ...r,
+              epoch: r.epoch + 1,
+              replicas: r.replicas.map((x) =>
+                x.node === member.node ? { ...x, mode: 'ReadWrite' as const, rebuildProgress: undefined } : x,
+              ),
+            }
+          : undefined,
+      );
+      if (!promoted) throw new RebuildAborted('the volume record changed before the replica became readable');
+      this.#log.info({ node: member.node, copiedBytes: copied, seconds: seconds() }, 'rebuild finished');
+      this.#options.onFinished?.(member.node, 'done', copied, seconds());
+    } catch (err) {
+      const aborted = err instanceof RebuildAborted;
+      this.#log.warn(
+        { node: member.node, err: (err as Error).message },
+        aborted ? 'rebuild stopped' : 'rebuild failed',
+      );
+      this.#options.onFinished?.(member.node, aborted ? 'aborted' : 'failed', copied, seconds());
+      // A half-filled replica must not stay in the write set: fence it (it is retried later).
+      if (this.#set.linkOf(member.node) === link)
+        await this.#set.recover([link], false).catch(() => undefined);
+      else link.close();
+    }
+  }
+
+  /** Copies every allocated extent of a readable replica; returns the bytes copied. */
+  async #copy(node: string, target: ReplicaLink, size: number): Promise<number> {
+    const chunks: { offset: number; length: number }[] = [];
+    const source = this.#source();
+    for (let at = 0; at < size; at += RANGE_STEP) {
+      for (const e of await source.extents(at, Math.min(RANGE_STEP, size - at))) {
+        for (let o = e.offset; o < e.offset + e.length; o += this.#options.chunkBytes) {
+          chunks.push({ offset: o, length: Math.min(this.#options.chunkBytes, e.offset + e.length - o) });
+        }
+      }
+    }
+    const total = chunks.reduce((sum, c) => sum + c.length, 0);
+    let copied = 0;
+    let next = 0;
+    let lastRecord = Date.now();
+    const worker = async (): Promise<void> => {
+      while (next < chunks.length) {
+        const chunk = chunks[next++] as { offset: number; length: number };
+        this.#checkStillRebuilding(node, target);
+        const release = await this.#lock.acquire(chunk.offset, chunk.length);
+        try {
+          const from = this.#source();
+          let data: Buffer;
+          try {
+            data = await from.read(chunk.offset, chunk.length);
+          } catch (err) {
+            await this.#set.recover([from], false);
+            throw new RebuildAborted(`source replica failed: ${(err as Error).message}`);
+          }
+          await target.write(chunk.offset, data, false);
+        } finally {
+          release();
+        }
+        copied += chunk.length;
+        this.#options.onProgress?.(node, copied, total);
+        if (Date.now() - lastRecord > PROGRESS_RECORD_MS) {
+          lastRecord = Date.now();
+          void this.#set
+            .noteProgress(node, Math.round((copied / Math.max(1, total)) * 1000) / 1000)
+            .catch(() => undefined);
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: this.#options.parallel }, worker));
+    return copied;
+  }
+
+  #source(): ReplicaLink {
+    const source = this.#set.readable()[0];
+    if (source === undefined) throw new RebuildAborted('no readable replica to copy from');
+    return source.link;
+  }
+
+  #checkStillRebuilding(node: string, link: ReplicaLink): void {
+    if (this.#stopped) throw new RebuildAborted('the engine is stopping');
+    if (this.#set.superseded) throw new RebuildAborted('the engine no longer serves the volume');
+    if (this.#set.shared) throw new RebuildAborted('a second engine attached (live migration)');
+    const member = this.#set.record.replicas.find((r) => r.node === node);
+    if (member?.mode !== 'WriteOnly' || this.#set.linkOf(node) !== link || link.closed) {
+      throw new RebuildAborted('the replica left the write set');
+    }
+  }
+}
