@@ -2,6 +2,14 @@
 # subcommand (tandem controller | node | dataplane | webhook | migrator | share-manager).
 # Node 22: a maintained LTS line (the code is tested on Node >= 20).
 
+# The data plane's native helper (lseek SEEK_DATA/SEEK_HOLE, fallocate PUNCH_HOLE),
+# standard library only, static, so it runs in the Node image without Go.
+FROM golang:1.26-bookworm AS fsutil
+WORKDIR /src
+COPY driver/native/fsutil ./
+ENV CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-mod=readonly
+RUN go build -trimpath -ldflags="-s -w" -o /out/tandem-fsutil .
+
 FROM node:22-bookworm-slim AS build
 WORKDIR /src
 COPY package.json package-lock.json ./
@@ -39,6 +47,7 @@ COPY --from=build /src/package.json ./
 COPY --from=build /src/node_modules ./node_modules
 COPY --from=build /src/dist ./dist
 COPY manifests ./manifests
+COPY --from=fsutil /out/tandem-fsutil /usr/local/bin/tandem-fsutil
 ENV NODE_ENV=production
 # Non-root by default (uid 1000 is the base image's "node" user; numeric so that
 # runAsNonRoot can verify it): controller, webhook and migrator need no privileges.

@@ -1,9 +1,12 @@
 import { Command } from '@commander-js/extra-typings';
 import { controllerCommand } from './commands/controller.js';
 import { dataplaneCommand } from './commands/dataplane.js';
+import { engineCommand } from './commands/engine.js';
 import { labCommand } from './commands/lab.js';
 import { migratorCommand } from './commands/migrator.js';
 import { nodeCommand } from './commands/node.js';
+import { replicaCommand } from './commands/replica.js';
+import { scrubCommand } from './commands/scrub.js';
 import { shareManagerCommand } from './commands/share-manager.js';
 import { statusCommand } from './commands/status.js';
 import { webhookCommand } from './commands/webhook.js';
@@ -31,6 +34,9 @@ export function buildProgram(output?: ProgramOutput): Command {
     controllerCommand(),
     nodeCommand(),
     dataplaneCommand(),
+    engineCommand(),
+    replicaCommand(),
+    scrubCommand(),
     webhookCommand(),
     migratorCommand(),
     shareManagerCommand(),
@@ -41,7 +47,8 @@ export function buildProgram(output?: ProgramOutput): Command {
       command.allowExcessArguments(false).showHelpAfterError('(run with --help for the allowed options)'),
     );
   }
-  for (const command of [program, ...program.commands]) {
+  const everyCommand = (c: Command): Command[] => [c, ...c.commands.flatMap((sub) => everyCommand(sub as Command))];
+  for (const command of everyCommand(program)) {
     command.exitOverride();
     if (output) command.configureOutput(output);
   }

@@ -112,3 +112,17 @@ export function unixSocketPath(value: string): string {
     throw new InvalidArgumentError(`"${value}" is longer than a unix socket path may be (107 bytes).`);
   return path;
 }
+
+const SIZE_UNITS: Record<string, number> = { '': 1, Ki: 1024, Mi: 1024 ** 2, Gi: 1024 ** 3, Ti: 1024 ** 4 };
+
+/** A byte size: an integer with an optional binary suffix (Ki, Mi, Gi, Ti), a multiple of 4096. */
+export function parseSize(value: string): number {
+  const match = /^(\d+)(Ki|Mi|Gi|Ti)?$/.exec(value.trim());
+  const bytes = match === null ? Number.NaN : Number(match[1]) * (SIZE_UNITS[match[2] ?? ''] ?? Number.NaN);
+  if (!Number.isSafeInteger(bytes) || bytes <= 0 || bytes % 4096 !== 0) {
+    throw new InvalidArgumentError(
+      `"${value}" is not a size: give a positive multiple of 4096 bytes, e.g. 1Gi, 512Mi or 1048576.`,
+    );
+  }
+  return bytes;
+}

@@ -2,7 +2,8 @@
 # Installs what the tests and the lab need, doing only what is missing, so it
 # is cheap on a warm machine: Debian packages, npm packages (npm ci when the
 # lock file changed), and the Go-built tools (kube-apiserver, etcd, kubectl,
-# csi-sanity, CSI sidecars) through their content-addressed cache.
+# csi-sanity, CSI sidecars) and the data plane's native helper (tandem-fsutil)
+# through their content-addressed cache.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -48,3 +49,4 @@ fi
 phase "Go-built tools"
 command -v go >/dev/null || { echo "setup: Go >= 1.25 is required to build kube-apiserver, etcd and the CSI tools" >&2; exit 1; }
 bash test/tools/build.sh "$@"
+bash scripts/build-native.sh

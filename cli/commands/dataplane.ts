@@ -1,11 +1,13 @@
 import { Command, Option } from '@commander-js/extra-typings';
+import { ReplicaServer } from '../../driver/replica/server.js';
 import { parseHostPort } from '../../lib/config.js';
-import { kubeconfigOption, logLevelOption, metricsAddressOption, nodeIdOption } from '../options.js';
-import { notYetAvailable } from './not-yet.js';
+import { serveAdmin, untilStopSignal } from '../../lib/http-admin.js';
+import { createLogger } from '../../lib/log.js';
+import { logLevelOption, metricsAddressOption, nodeIdOption } from '../options.js';
 
 export function dataplaneCommand() {
   return new Command('dataplane')
-    .description("data plane of one node: replica server and engines (NBD) for this node's volumes")
+    .description("data plane of one node: the replica server for this node's replicas (TDRP over TCP)")
     .addOption(nodeIdOption())
     .addOption(
       new Option('--listen <host:port>', 'replica server address')
@@ -18,8 +20,24 @@ export function dataplaneCommand() {
         .default('/var/lib/tandem')
         .env('TANDEM_DATA_DIR'),
     )
-    .addOption(kubeconfigOption())
     .addOption(metricsAddressOption('0.0.0.0:9503'))
     .addOption(logLevelOption())
-    .action(notYetAvailable('dataplane', 4));
+    .action(async (options) => {
+      const log = createLogger('dataplane', options.logLevel).child({ node: options.nodeId });
+      const server = new ReplicaServer({ dataDir: options.dataDir, log });
+      const port = await server.listen(options.listen.host, options.listen.port);
+      const admin = await serveAdmin(
+        server.metrics.registry,
+        options.metricsAddress.host,
+        options.metricsAddress.port,
+      );
+      log.info(
+        { host: options.listen.host, port, dataDir: options.dataDir, metricsPort: admin.port },
+        'replica server listening',
+      );
+      const signal = await untilStopSignal();
+      log.info({ signal }, 'shutting down');
+      await server.close();
+      await admin.close();
+    });
 }

@@ -58,7 +58,7 @@ export async function compareReplicas(targets: Target[], options: CompareOptions
         const [mine, ...theirs] = hashes as [Buffer[], ...Buffer[][]];
         for (let i = 0; i < mine.length; i++) {
           const nodes = others
-            .filter((_, j) => !(theirs[j]?.[i] as Buffer).equals(mine[i] as Buffer))
+            .filter((_, j) => !(theirs[j] as Buffer[])[i]?.equals(mine[i] as Buffer))
             .map((t) => t.member.node);
           if (nodes.length === 0) continue;
           const offset = at + i * blockSize;

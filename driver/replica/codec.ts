@@ -13,9 +13,9 @@ import {
   Flag,
   fatal,
   GREETING_OPCODE,
+  HEADER_SIZE,
   HELLO_OK_PAYLOAD,
   HelloFlag,
-  HEADER_SIZE,
   MAGIC_U32,
   MAX_HASH_BLOCK,
   MAX_MESSAGE_BYTES,
@@ -249,7 +249,8 @@ function buildReply(op: RequestOp, h: RawHeader, payload: Buffer): DecodedFrame 
   switch (op) {
     case 'HELLO': {
       const flags = payload.readUInt32BE(8);
-      if ((flags & ~HelloFlag.DIRTY) !== 0) return fatal('malformed-hello', `unknown HELLO reply flags ${flags}`);
+      if ((flags & ~HelloFlag.DIRTY) !== 0)
+        return fatal('malformed-hello', `unknown HELLO reply flags ${flags}`);
       const dirty = (flags & HelloFlag.DIRTY) !== 0;
       return { type: 'frame', frame: { ...base, op, status, size: payload.readBigUInt64BE(0), dirty } };
     }

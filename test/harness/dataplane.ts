@@ -46,7 +46,7 @@ export async function startLoopbackDataPlane(options: {
   for (let i = 1; i <= options.replicas; i++) {
     const node = `node-${i}`;
     const dataDir = join(root, node);
-    await ReplicaStore.create(dataDir, { volume, sizeBytes: options.sizeBytes, secret });
+    await (await ReplicaStore.create(dataDir, { volume, sizeBytes: options.sizeBytes, secret })).close();
     const server = new ReplicaServer({ dataDir, log: silentLogger() });
     const port = await server.listen('127.0.0.1', 0);
     replicas.push({ node, dataDir, server, port, address: `127.0.0.1:${port}` });

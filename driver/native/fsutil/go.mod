@@ -1,0 +1,3 @@
+module tandem/fsutil
+
+go 1.26

@@ -1,0 +1,65 @@
+/**
+ * A small plain-HTTP endpoint for a component's metrics and admin actions, meant for loopback or
+ * the pod network (no secrets pass through it): GET /metrics from a private registry, plus
+ * whatever POST actions the component adds (the engine's POST /scrub).
+ */
+import { createServer, type Server } from 'node:http';
+import type { Registry } from 'prom-client';
+
+export type AdminAction = () => Promise<unknown>;
+
+export interface AdminServer {
+  port: number;
+  close(): Promise<void>;
+}
+
+export async function serveAdmin(
+  registry: Registry,
+  host: string,
+  port: number,
+  actions: Record<string, AdminAction> = {},
+): Promise<AdminServer> {
+  const server: Server = createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0] ?? '/';
+    const reply = (status: number, type: string, body: string) => {
+      res.writeHead(status, { 'content-type': type });
+      res.end(body);
+    };
+    if (req.method === 'GET' && path === '/metrics') {
+      registry.metrics().then(
+        (text) => reply(200, registry.contentType, text),
+        (err: unknown) => reply(500, 'text/plain', String(err)),
+      );
+      return;
+    }
+    if (req.method === 'GET' && path === '/healthz') return reply(200, 'text/plain', 'ok\n');
+    const action = req.method === 'POST' ? actions[path] : undefined;
+    if (action === undefined) return reply(404, 'text/plain', `no ${req.method} ${path}; try GET /metrics\n`);
+    action().then(
+      (result) => reply(200, 'application/json', `${JSON.stringify(result)}\n`),
+      (err: unknown) =>
+        reply(500, 'application/json', `${JSON.stringify({ error: (err as Error).message })}\n`),
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve());
+  });
+  const address = server.address();
+  return {
+    port: typeof address === 'object' && address !== null ? address.port : port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+/** Resolves on the first SIGINT or SIGTERM. */
+export function untilStopSignal(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    process.once('SIGINT', () => resolve('SIGINT'));
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+  });
+}
