@@ -1,0 +1,240 @@
+/**
+ * The data plane on simulated nodes, as separate processes: a real kube-apiserver on the bridge
+ * address with the Volume CRD, one `tandem dataplane` (replica server) per replica node in its
+ * network namespace, a Volume whose status lists those replicas, and `tandem engine` processes
+ * started on any node on demand. Clients (fio, nbdcopy) run on the host against the engine's unix
+ * socket: sockets are files, so they cross network namespaces.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { loadKubeConfig } from '../../lib/kube/client.js';
+import { installCrds } from '../../lib/kube/manifests.js';
+import { VolumeClient } from '../../lib/kube/volumes.js';
+import { manifestsDir, packageRoot } from '../../lib/paths.js';
+import type { Service } from '../../lib/service.js';
+import { API_VERSION, type Volume, VOLUME_KIND } from '../../lib/api/volume.js';
+import { ReplicaStore } from '../../driver/replica/store.js';
+import { type ControlPlane, startControlPlane } from './control-plane.js';
+import { type SimulatedNetwork, type SimulatedNode, SimulatedNetwork as Network } from './netns.js';
+
+export const REPLICA_PORT = 9500;
+
+export interface SimDataPlaneOptions {
+  /** Simulated nodes; replicas go on the first `replicas` of them. */
+  nodes: number;
+  replicas: number;
+  sizeBytes: number;
+  volume?: string;
+  /** Engine flags added to every engine started (e.g. a short --request-timeout). */
+  engineArgs?: string[];
+}
+
+export interface EngineProcess {
+  node: SimulatedNode;
+  socket: string;
+  uri: string;
+  adminAddress: string;
+  service: Service;
+  logFile: string;
+}
+
+export class SimDataPlane {
+  readonly volume: string;
+  readonly volumes: VolumeClient;
+  readonly replicaServices = new Map<string, Service>();
+  #engines = 0;
+
+  private constructor(
+    readonly network: SimulatedNetwork,
+    readonly controlPlane: ControlPlane,
+    readonly dir: string,
+    readonly credentialFile: string,
+    readonly options: SimDataPlaneOptions,
+  ) {
+    this.volume = options.volume ?? 'vol-sim';
+    this.volumes = new VolumeClient(loadKubeConfig(controlPlane.kubeconfigPath));
+  }
+
+  static async start(options: SimDataPlaneOptions): Promise<SimDataPlane> {
+    const dir = await mkdtemp(join(tmpdir(), 'tandem-simdp-'));
+    const network = await Network.create({ nodes: options.nodes });
+    let controlPlane: ControlPlane | undefined;
+    try {
+      controlPlane = await startControlPlane({ dir: join(dir, 'control-plane'), bindAddress: network.hostAddress });
+      await installCrds(loadKubeConfig(controlPlane.kubeconfigPath), join(manifestsDir(), 'crds'));
+      const credentialFile = join(dir, 'credential');
+      await writeFile(credentialFile, randomBytes(32), { mode: 0o600 });
+      const sim = new SimDataPlane(network, controlPlane, dir, credentialFile, options);
+      await sim.#createVolume();
+      return sim;
+    } catch (err) {
+      await controlPlane?.stop().catch(() => undefined);
+      await network.destroy();
+      await rm(dir, { recursive: true, force: true });
+      throw err;
+    }
+  }
+
+  get replicaNodes(): SimulatedNode[] {
+    return this.network.nodes.slice(0, this.options.replicas);
+  }
+
+  dataDir(node: SimulatedNode): string {
+    return join(this.dir, 'data', node.name);
+  }
+
+  async #createVolume(): Promise<void> {
+    const secret = await import('node:fs/promises').then((fs) => fs.readFile(this.credentialFile));
+    for (const node of this.replicaNodes) {
+      await mkdir(this.dataDir(node), { recursive: true });
+      await (await ReplicaStore.create(this.dataDir(node), { volume: this.volume, sizeBytes: this.options.sizeBytes, secret })).close();
+      await this.startReplicaServer(node);
+    }
+    const created = await this.volumes.create({
+      apiVersion: API_VERSION,
+      kind: VOLUME_KIND,
+      metadata: { name: this.volume },
+      spec: {
+        sizeBytes: this.options.sizeBytes,
+        numberOfReplicas: this.options.replicas,
+        accessMode: 'ReadWriteMany',
+        volumeMode: 'Block',
+        migratable: true,
+      },
+    } as Volume);
+    await this.volumes.replaceStatus({
+      ...created,
+      status: {
+        epoch: 1,
+        replicas: this.replicaNodes.map((n) => ({ node: n.name, address: `${n.address}:${REPLICA_PORT}`, mode: 'ReadWrite' as const })),
+        engines: [],
+      },
+    });
+  }
+
+  /** Starts (or restarts) the replica server of `node` and waits until it accepts connections. */
+  async startReplicaServer(node: SimulatedNode): Promise<void> {
+    const service = this.network.spawn(node, {
+      name: 'dataplane',
+      command: process.execPath,
+      args: [
+        '--import',
+        'tsx',
+        join(packageRoot(), 'cli', 'main.ts'),
+        'dataplane',
+        '--node-id',
+        node.name,
+        '--listen',
+        `${node.address}:${REPLICA_PORT}`,
+        '--data-dir',
+        this.dataDir(node),
+        '--metrics-address',
+        `${node.address}:9503`,
+      ],
+      cwd: packageRoot(),
+      logFile: join(this.dir, `${node.name}-dataplane.log`),
+    });
+    this.replicaServices.set(node.name, service);
+    await waitForPort(node.address, REPLICA_PORT, 30_000, service);
+  }
+
+  /** Starts `tandem engine` on `node`; resolves once its NBD socket accepts connections. */
+  async startEngine(node: SimulatedNode, extraArgs: string[] = []): Promise<EngineProcess> {
+    this.#engines += 1;
+    const socket = join(this.dir, `engine-${this.#engines}.sock`);
+    const adminPort = 9510 + this.#engines;
+    const logFile = join(this.dir, `${node.name}-engine-${this.#engines}.log`);
+    const service = this.network.spawn(node, {
+      name: `engine-${this.#engines}`,
+      command: process.execPath,
+      args: [
+        '--import',
+        'tsx',
+        join(packageRoot(), 'cli', 'main.ts'),
+        'engine',
+        '--node-id',
+        node.name,
+        '--volume',
+        this.volume,
+        '--credential-file',
+        this.credentialFile,
+        '--kubeconfig',
+        this.controlPlane.kubeconfigPath,
+        '--nbd-socket',
+        socket,
+        '--metrics-address',
+        `${node.address}:${adminPort}`,
+        ...(this.options.engineArgs ?? []),
+        ...extraArgs,
+      ],
+      cwd: packageRoot(),
+      logFile,
+    });
+    await waitForSocket(socket, 60_000, service, logFile);
+    return { node, socket, uri: `nbd+unix:///${this.volume}?socket=${socket}`, adminAddress: `${node.address}:${adminPort}`, service, logFile };
+  }
+
+  async record(): Promise<Volume> {
+    return this.volumes.get(this.volume);
+  }
+
+  /** Polls the Volume until `check` holds; returns it. */
+  async waitForRecord(check: (v: Volume) => boolean, timeoutMs: number, what: string): Promise<Volume> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const v = await this.record();
+      if (check(v)) return v;
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; status: ${JSON.stringify(v.status)}`);
+      await sleep(250);
+    }
+  }
+
+  async destroy(): Promise<void> {
+    await this.network.destroy();
+    await this.controlPlane.stop().catch(() => undefined);
+    // TANDEM_KEEP_TEST_STATE=1 keeps the process logs and replica files for a post-mortem.
+    if (process.env.TANDEM_KEEP_TEST_STATE === '1') process.stderr.write(`kept ${this.dir}\n`);
+    else await rm(this.dir, { recursive: true, force: true });
+  }
+}
+
+async function waitForPort(host: string, port: number, timeoutMs: number, service: Service): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (!service.running) throw new Error(`${service.name} exited before listening`);
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = connect({ host, port }, () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.on('error', () => resolve(false));
+    });
+    if (ok) return;
+    await sleep(100);
+  }
+  throw new Error(`${service.name} did not listen on ${host}:${port} within ${timeoutMs} ms`);
+}
+
+async function waitForSocket(path: string, timeoutMs: number, service: Service, logFile: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (!service.running) {
+      const log = await import('node:fs/promises').then((fs) => fs.readFile(logFile, 'utf8').catch(() => ''));
+      throw new Error(`${service.name} exited before serving NBD:\n${log.slice(-2000)}`);
+    }
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = connect({ path }, () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.on('error', () => resolve(false));
+    });
+    if (ok) return;
+    await sleep(100);
+  }
+  throw new Error(`${service.name} did not serve NBD on ${path} within ${timeoutMs} ms`);
+}
