@@ -4,11 +4,12 @@
  * on a real kube-apiserver, and real NBD clients (fio with crc32c verification, nbdcopy).
  */
 import { randomBytes } from 'node:crypto';
-import { readFile, writeFile } from 'node:fs/promises';
+import { open, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it, jest } from '@jest/globals';
 import { run } from '../../lib/exec.js';
+import { packageRoot } from '../../lib/paths.js';
 import { silentLogger } from '../../lib/log.js';
 import { membershipOf } from '../../driver/engine/kube-membership.js';
 import { scrubReplicas } from '../../driver/engine/scrub.js';
@@ -54,6 +55,17 @@ async function expectIdenticalReplicas(sim: SimDataPlane): Promise<void> {
   expect(report.replicas).toHaveLength(3);
   expect(report.divergent).toEqual([]);
   expect(report.comparedBytes).toBeGreaterThan(0);
+  // And byte for byte, by an independent tool, on the replicas' data files.
+  const [first, ...others] = sim.replicaNodes.map((n) => join(sim.dataDir(n), sim.volume, 'data'));
+  for (const other of others) {
+    const cmp = await run('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', first as string, other], { allowFailure: true });
+    expect(`${other}: ${cmp.stdout.trim()}`).toBe(`${other}: Images are identical.`);
+  }
+}
+
+async function metrics(engine: EngineProcess): Promise<string> {
+  const res = await fetch(`http://${engine.adminAddress}/metrics`);
+  return res.text();
 }
 
 describe('data plane on simulated nodes', () => {
@@ -98,9 +110,14 @@ describe('data plane on simulated nodes', () => {
     const fenced = await sim.record();
     expect(fenced.status?.replicas?.find((r) => r.node === 'node-2')?.mode).toBe('Failed');
     expect(fenced.status?.epoch ?? 0).toBeGreaterThan(before);
+    expect(await metrics(engine)).toMatch(/tandem_engine_replica_state\{[^}]*replica="node-2",state="Failed"[^}]*\} 1/);
     await sim.startReplicaServer(victim);
     await sim.waitForRecord((v) => v.status?.replicas?.every((r) => r.mode === 'ReadWrite') === true, 60_000, 'the rebuild of node-2');
     await expectIdenticalReplicas(sim);
+    const text = await metrics(engine);
+    expect(text).toMatch(/tandem_engine_rebuilds_total\{[^}]*outcome="done"[^}]*\} [1-9]/);
+    expect(text).toMatch(/tandem_engine_rebuild_progress_ratio\{[^}]*replica="node-2"[^}]*\} 1/);
+    expect(text).toMatch(/tandem_engine_operations_total\{[^}]*op="write",result="ok"[^}]*\} [1-9]/);
   });
 
   it('fences a replica whose link is cut during writes, and rebuilds it when the link returns', async () => {
@@ -203,5 +220,24 @@ describe('data plane on simulated nodes', () => {
     await b.service.stop();
     await sim.waitForRecord((x) => x.status?.replicas?.every((r) => r.mode === 'ReadWrite') === true, 60_000, 'the rebuild after B left');
     await expectIdenticalReplicas(sim);
+  });
+
+  it('scrub reports a block that differs on one replica (command and metric)', async () => {
+    const node2 = sim.network.node('node-2');
+    const dataFile = join(sim.dataDir(node2), sim.volume, 'data');
+    const handle = await open(dataFile, 'r+');
+    await handle.write(randomBytes(4096), 0, 4096, 5 * 1024 * 1024 + 8192);
+    await handle.close();
+    const scrub = await run(
+      process.execPath,
+      ['--import', 'tsx', join(packageRoot(), 'cli', 'main.ts'), 'scrub', '--volume', sim.volume, '--kubeconfig', sim.controlPlane.kubeconfigPath, '--credential-file', sim.credentialFile],
+      { allowFailure: true, timeoutMs: 60_000, cwd: packageRoot() },
+    );
+    expect(scrub.code).toBe(1);
+    const report = JSON.parse(scrub.stdout) as { divergent: { offset: number; nodes: string[] }[] };
+    expect(report.divergent).toEqual([expect.objectContaining({ offset: 5 * 1024 * 1024, nodes: ['node-2'] })]);
+    const viaEngine = await fetch(`http://${engine.adminAddress}/scrub`, { method: 'POST' });
+    expect(((await viaEngine.json()) as { divergent: unknown[] }).divergent).toHaveLength(1);
+    expect(await metrics(engine)).toMatch(/tandem_engine_scrub_divergent_blocks\{[^}]*\} 1/);
   });
 });
