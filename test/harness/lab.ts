@@ -8,8 +8,9 @@ import { manifestsDir, packageRoot } from '../../lib/paths.js';
 import { isProcessAlive } from '../../lib/pid.js';
 import { type RunningWebhook, runWebhook } from '../../webhook/run.js';
 import { type ControlPlane, startControlPlane } from './control-plane.js';
-import { SimulatedNetwork } from './netns.js';
+import { SimulatedNetwork, type SimulatedNode } from './netns.js';
 import { freePort } from './ports.js';
+import { type EngineProcess, SimDataPlane, tandemEntry } from './sim-dataplane.js';
 import { toolPath } from './tools.js';
 import { registerWebhookConfigurations } from './webhook-registration.js';
 
@@ -25,8 +26,13 @@ export interface Lab {
   network: SimulatedNetwork;
   kubeconfigPath: string;
   webhook: RunningWebhook;
+  /** Replica servers on every replica node and a demo volume with its engine on node-1. */
+  dataPlane: SimDataPlane;
+  demoEngine: EngineProcess;
   stop(): Promise<void>;
 }
+
+const DEMO_VOLUME_BYTES = 256 * 1024 * 1024;
 
 /** Topology label the driver reports for every node (its node id). */
 export const TOPOLOGY_NODE_LABEL = 'topology.csi.tandem.dev/node';
@@ -45,6 +51,8 @@ export async function startLab(options: LabOptions): Promise<Lab> {
   const network = await SimulatedNetwork.create({ nodes: options.nodes, logger });
   let controlPlane: ControlPlane | undefined;
   let webhook: RunningWebhook | undefined;
+  let dataPlane: SimDataPlane | undefined;
+  let demoEngine: EngineProcess | undefined;
   try {
     controlPlane = await startControlPlane({
       dir: join(options.stateDir, 'control-plane'),
@@ -56,6 +64,18 @@ export async function startLab(options: LabOptions): Promise<Lab> {
     await installCrds(kc, join(manifestsDir(), 'crds'));
     await registerNodes(kc, network);
     webhook = await startLabWebhook(kc, network.hostAddress, logger);
+    dataPlane = await SimDataPlane.attach({
+      network,
+      kubeconfigPath: controlPlane.kubeconfigPath,
+      dir: join(options.stateDir, 'dataplane'),
+      options: {
+        nodes: options.nodes,
+        replicas: Math.min(3, options.nodes),
+        sizeBytes: DEMO_VOLUME_BYTES,
+        volume: 'demo-disk',
+      },
+    });
+    demoEngine = await dataPlane.startEngine(network.nodes[0] as SimulatedNode);
   } catch (err) {
     await webhook?.stop();
     await controlPlane?.stop();
@@ -71,6 +91,8 @@ export async function startLab(options: LabOptions): Promise<Lab> {
     network,
     kubeconfigPath: started.kubeconfigPath,
     webhook: admission,
+    dataPlane,
+    demoEngine,
     stop: async () => {
       await admission.stop();
       await started.stop();
@@ -169,6 +191,20 @@ export function describeLab(lab: Lab): string {
     'See the webhook refuse a mistake (a ReadWriteMany Block claim needs a migratable class):',
     `  ${kubectl} create -f ${join(packageRoot(), 'manifests', 'examples', 'lab-rejected-claim.yaml')}`,
     '',
-    'The data plane, driver and migrator are not in this build yet; the lab will run a demo migration once they are.',
+    `The data plane: replica servers on ${lab.dataPlane.replicaNodes.map((n) => n.name).join(', ')}, volume demo-disk (256 MiB), its engine on ${lab.demoEngine.node.name}:`,
+    `  nbdinfo '${lab.demoEngine.uri}'`,
+    `  fio --name=demo --ioengine=nbd --uri='${lab.demoEngine.uri}' --rw=randwrite --bs=4k --iodepth=16 --size=64M --verify=crc32c --verify_state_save=0`,
+    `  curl -s http://${lab.demoEngine.adminAddress}/metrics | grep tandem_engine_replica_state`,
+    `  ${kubectl} get volumes.tandem.dev demo-disk -o yaml`,
+    `Cut a replica's node off (writes go on, the replica is fenced, then rebuilt when it returns):`,
+    `  ip link set ${lab.network.nodes[1]?.hostVeth ?? ''} down; sleep 10; ip link set ${lab.network.nodes[1]?.hostVeth ?? ''} up`,
+    lab.network.nodes.length > 1
+      ? 'Attach a second engine, as a live migration does (two primaries on the same replicas):'
+      : '',
+    lab.network.nodes.length > 1
+      ? `  ip netns exec ${lab.network.nodes[1]?.netns} ${process.execPath} ${tandemEntry().join(' ')} engine --join --node-id ${lab.network.nodes[1]?.name} --volume demo-disk --credential-file ${lab.dataPlane.credentialFile} --kubeconfig ${lab.kubeconfigPath} --nbd-socket ${join(lab.dataPlane.dir, 'second.sock')} --metrics-address ${lab.network.nodes[1]?.address}:9520`
+      : '',
+    '',
+    'The CSI driver and the migrator are not in this build yet; the lab will run a demo migration once they are.',
   ].join('\n');
 }

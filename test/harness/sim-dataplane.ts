@@ -6,20 +6,20 @@
  * socket: sockets are files, so they cross network namespaces.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { ReplicaStore } from '../../driver/replica/store.js';
+import { API_VERSION, VOLUME_KIND, type Volume } from '../../lib/api/volume.js';
 import { loadKubeConfig } from '../../lib/kube/client.js';
 import { installCrds } from '../../lib/kube/manifests.js';
 import { VolumeClient } from '../../lib/kube/volumes.js';
 import { manifestsDir, packageRoot } from '../../lib/paths.js';
 import type { Service } from '../../lib/service.js';
-import { API_VERSION, type Volume, VOLUME_KIND } from '../../lib/api/volume.js';
-import { ReplicaStore } from '../../driver/replica/store.js';
 import { type ControlPlane, startControlPlane } from './control-plane.js';
-import { type SimulatedNetwork, type SimulatedNode, SimulatedNetwork as Network } from './netns.js';
+import { SimulatedNetwork as Network, type SimulatedNetwork, type SimulatedNode } from './netns.js';
 
 export const REPLICA_PORT = 9500;
 
@@ -47,16 +47,18 @@ export class SimDataPlane {
   readonly volumes: VolumeClient;
   readonly replicaServices = new Map<string, Service>();
   #engines = 0;
+  /** What start() created and destroy() removes (attach() leaves them to their owner). */
+  #owned: { controlPlane: ControlPlane; dir: string } | undefined;
 
   private constructor(
     readonly network: SimulatedNetwork,
-    readonly controlPlane: ControlPlane,
+    readonly kubeconfigPath: string,
     readonly dir: string,
     readonly credentialFile: string,
     readonly options: SimDataPlaneOptions,
   ) {
     this.volume = options.volume ?? 'vol-sim';
-    this.volumes = new VolumeClient(loadKubeConfig(controlPlane.kubeconfigPath));
+    this.volumes = new VolumeClient(loadKubeConfig(kubeconfigPath));
   }
 
   static async start(options: SimDataPlaneOptions): Promise<SimDataPlane> {
@@ -64,12 +66,19 @@ export class SimDataPlane {
     const network = await Network.create({ nodes: options.nodes });
     let controlPlane: ControlPlane | undefined;
     try {
-      controlPlane = await startControlPlane({ dir: join(dir, 'control-plane'), bindAddress: network.hostAddress });
+      controlPlane = await startControlPlane({
+        dir: join(dir, 'control-plane'),
+        bindAddress: network.hostAddress,
+      });
       await installCrds(loadKubeConfig(controlPlane.kubeconfigPath), join(manifestsDir(), 'crds'));
-      const credentialFile = join(dir, 'credential');
-      await writeFile(credentialFile, randomBytes(32), { mode: 0o600 });
-      const sim = new SimDataPlane(network, controlPlane, dir, credentialFile, options);
-      await sim.#createVolume();
+      const started = controlPlane;
+      const sim = await SimDataPlane.attach({
+        network,
+        kubeconfigPath: controlPlane.kubeconfigPath,
+        dir,
+        options,
+      });
+      sim.#owned = { controlPlane: started, dir };
       return sim;
     } catch (err) {
       await controlPlane?.stop().catch(() => undefined);
@@ -77,6 +86,30 @@ export class SimDataPlane {
       await rm(dir, { recursive: true, force: true });
       throw err;
     }
+  }
+
+  /**
+   * The data plane on an existing network and cluster (the lab's): a credential, replicas and
+   * their servers, the Volume. Its processes end with the network; files stay in `dir`.
+   */
+  static async attach(where: {
+    network: SimulatedNetwork;
+    kubeconfigPath: string;
+    dir: string;
+    options: SimDataPlaneOptions;
+  }): Promise<SimDataPlane> {
+    await mkdir(where.dir, { recursive: true });
+    const credentialFile = join(where.dir, 'credential');
+    await writeFile(credentialFile, randomBytes(32), { mode: 0o600 });
+    const sim = new SimDataPlane(
+      where.network,
+      where.kubeconfigPath,
+      where.dir,
+      credentialFile,
+      where.options,
+    );
+    await sim.#createVolume();
+    return sim;
   }
 
   get replicaNodes(): SimulatedNode[] {
@@ -88,10 +121,16 @@ export class SimDataPlane {
   }
 
   async #createVolume(): Promise<void> {
-    const secret = await import('node:fs/promises').then((fs) => fs.readFile(this.credentialFile));
+    const secret = await readFile(this.credentialFile);
     for (const node of this.replicaNodes) {
       await mkdir(this.dataDir(node), { recursive: true });
-      await (await ReplicaStore.create(this.dataDir(node), { volume: this.volume, sizeBytes: this.options.sizeBytes, secret })).close();
+      await (
+        await ReplicaStore.create(this.dataDir(node), {
+          volume: this.volume,
+          sizeBytes: this.options.sizeBytes,
+          secret,
+        })
+      ).close();
       await this.startReplicaServer(node);
     }
     const created = await this.volumes.create({
@@ -110,7 +149,11 @@ export class SimDataPlane {
       ...created,
       status: {
         epoch: 1,
-        replicas: this.replicaNodes.map((n) => ({ node: n.name, address: `${n.address}:${REPLICA_PORT}`, mode: 'ReadWrite' as const })),
+        replicas: this.replicaNodes.map((n) => ({
+          node: n.name,
+          address: `${n.address}:${REPLICA_PORT}`,
+          mode: 'ReadWrite' as const,
+        })),
         engines: [],
       },
     });
@@ -122,9 +165,7 @@ export class SimDataPlane {
       name: 'dataplane',
       command: process.execPath,
       args: [
-        '--import',
-        'tsx',
-        join(packageRoot(), 'cli', 'main.ts'),
+        ...tandemEntry(),
         'dataplane',
         '--node-id',
         node.name,
@@ -152,9 +193,7 @@ export class SimDataPlane {
       name: `engine-${this.#engines}`,
       command: process.execPath,
       args: [
-        '--import',
-        'tsx',
-        join(packageRoot(), 'cli', 'main.ts'),
+        ...tandemEntry(),
         'engine',
         '--node-id',
         node.name,
@@ -163,7 +202,7 @@ export class SimDataPlane {
         '--credential-file',
         this.credentialFile,
         '--kubeconfig',
-        this.controlPlane.kubeconfigPath,
+        this.kubeconfigPath,
         '--nbd-socket',
         socket,
         '--metrics-address',
@@ -175,7 +214,14 @@ export class SimDataPlane {
       logFile,
     });
     await waitForSocket(socket, 60_000, service, logFile);
-    return { node, socket, uri: `nbd+unix:///${this.volume}?socket=${socket}`, adminAddress: `${node.address}:${adminPort}`, service, logFile };
+    return {
+      node,
+      socket,
+      uri: `nbd+unix:///${this.volume}?socket=${socket}`,
+      adminAddress: `${node.address}:${adminPort}`,
+      service,
+      logFile,
+    };
   }
 
   async record(): Promise<Volume> {
@@ -188,18 +234,30 @@ export class SimDataPlane {
     for (;;) {
       const v = await this.record();
       if (check(v)) return v;
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; status: ${JSON.stringify(v.status)}`);
+      if (Date.now() > deadline)
+        throw new Error(`timed out waiting for ${what}; status: ${JSON.stringify(v.status)}`);
       await sleep(250);
     }
   }
 
   async destroy(): Promise<void> {
     await this.network.destroy();
-    await this.controlPlane.stop().catch(() => undefined);
+    if (this.#owned === undefined) return;
+    await this.#owned.controlPlane.stop().catch(() => undefined);
     // TANDEM_KEEP_TEST_STATE=1 keeps the process logs and replica files for a post-mortem.
     if (process.env.TANDEM_KEEP_TEST_STATE === '1') process.stderr.write(`kept ${this.dir}\n`);
     else await rm(this.dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * How to start the tandem CLI: the compiled entry when this process runs from dist/ (the lab),
+ * the TypeScript sources through tsx otherwise (tests).
+ */
+export function tandemEntry(): string[] {
+  const main = process.argv[1] ?? '';
+  if (/[/\\]dist[/\\]cli[/\\]main\.js$/.test(main)) return [main];
+  return ['--import', 'tsx', join(packageRoot(), 'cli', 'main.ts')];
 }
 
 async function waitForPort(host: string, port: number, timeoutMs: number, service: Service): Promise<void> {
@@ -219,7 +277,12 @@ async function waitForPort(host: string, port: number, timeoutMs: number, servic
   throw new Error(`${service.name} did not listen on ${host}:${port} within ${timeoutMs} ms`);
 }
 
-async function waitForSocket(path: string, timeoutMs: number, service: Service, logFile: string): Promise<void> {
+async function waitForSocket(
+  path: string,
+  timeoutMs: number,
+  service: Service,
+  logFile: string,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (!service.running) {

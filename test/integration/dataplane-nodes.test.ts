@@ -8,20 +8,25 @@ import { open, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it, jest } from '@jest/globals';
-import { run } from '../../lib/exec.js';
-import { packageRoot } from '../../lib/paths.js';
-import { silentLogger } from '../../lib/log.js';
 import { membershipOf } from '../../driver/engine/kube-membership.js';
 import { scrubReplicas } from '../../driver/engine/scrub.js';
 import { ReplicaClient, ReplicaError } from '../../driver/replica/client.js';
-import { type EngineProcess, REPLICA_PORT, SimDataPlane } from '../harness/sim-dataplane.js';
+import { run } from '../../lib/exec.js';
+import { silentLogger } from '../../lib/log.js';
+import { packageRoot } from '../../lib/paths.js';
+import { type EngineProcess, REPLICA_PORT, SimDataPlane, tandemEntry } from '../harness/sim-dataplane.js';
 
 jest.setTimeout(240_000);
 
 const SIZE = 64 * 1024 * 1024;
-const modes = (sim: SimDataPlane) => async () => (await sim.record()).status?.replicas?.map((r) => `${r.node}:${r.mode}`);
+const modes = (sim: SimDataPlane) => async () =>
+  (await sim.record()).status?.replicas?.map((r) => `${r.node}:${r.mode}`);
 
-function fioVerify(uri: string, cwd: string, extra: string[] = []): Promise<{ code: number; stdout: string; stderr: string }> {
+function fioVerify(
+  uri: string,
+  cwd: string,
+  extra: string[] = [],
+): Promise<{ code: number; stdout: string; stderr: string }> {
   return run(
     'fio',
     [
@@ -58,7 +63,9 @@ async function expectIdenticalReplicas(sim: SimDataPlane): Promise<void> {
   // And byte for byte, by an independent tool, on the replicas' data files.
   const [first, ...others] = sim.replicaNodes.map((n) => join(sim.dataDir(n), sim.volume, 'data'));
   for (const other of others) {
-    const cmp = await run('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', first as string, other], { allowFailure: true });
+    const cmp = await run('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', first as string, other], {
+      allowFailure: true,
+    });
     expect(`${other}: ${cmp.stdout.trim()}`).toBe(`${other}: Images are identical.`);
   }
 }
@@ -110,9 +117,15 @@ describe('data plane on simulated nodes', () => {
     const fenced = await sim.record();
     expect(fenced.status?.replicas?.find((r) => r.node === 'node-2')?.mode).toBe('Failed');
     expect(fenced.status?.epoch ?? 0).toBeGreaterThan(before);
-    expect(await metrics(engine)).toMatch(/tandem_engine_replica_state\{[^}]*replica="node-2",state="Failed"[^}]*\} 1/);
+    expect(await metrics(engine)).toMatch(
+      /tandem_engine_replica_state\{[^}]*replica="node-2",state="Failed"[^}]*\} 1/,
+    );
     await sim.startReplicaServer(victim);
-    await sim.waitForRecord((v) => v.status?.replicas?.every((r) => r.mode === 'ReadWrite') === true, 60_000, 'the rebuild of node-2');
+    await sim.waitForRecord(
+      (v) => v.status?.replicas?.every((r) => r.mode === 'ReadWrite') === true,
+      60_000,
+      'the rebuild of node-2',
+    );
     await expectIdenticalReplicas(sim);
     const text = await metrics(engine);
     expect(text).toMatch(/tandem_engine_rebuilds_total\{[^}]*outcome="done"[^}]*\} [1-9]/);
@@ -134,7 +147,11 @@ describe('data plane on simulated nodes', () => {
     expect(fioErrors(fio.stdout)).toBe(0);
     expect(await modes(sim)()).toContain('node-3:Failed');
     await sim.network.restoreLink(victim);
-    await sim.waitForRecord((v) => v.status?.replicas?.every((r) => r.mode === 'ReadWrite') === true, 60_000, 'the rebuild of node-3');
+    await sim.waitForRecord(
+      (v) => v.status?.replicas?.every((r) => r.mode === 'ReadWrite') === true,
+      60_000,
+      'the rebuild of node-3',
+    );
     await expectIdenticalReplicas(sim);
   });
 
@@ -156,7 +173,13 @@ describe('data plane on simulated nodes', () => {
     if (node === undefined) throw new Error('no replica node');
     const address = `${node.address}:${REPLICA_PORT}`;
     const epoch = BigInt((await sim.record()).status?.epoch ?? 0);
-    const base = { address, volume: sim.volume, engineId: 'intruder', requestTimeoutMs: 2000, log: silentLogger() };
+    const base = {
+      address,
+      volume: sim.volume,
+      engineId: 'intruder',
+      requestTimeoutMs: 2000,
+      log: silentLogger(),
+    };
     const wrong = ReplicaClient.connect({ ...base, secret: randomBytes(32), epoch });
     await expect(wrong).rejects.toMatchObject({ status: 'AUTH_FAILED' });
     const secret = await readFile(sim.credentialFile);
@@ -166,9 +189,9 @@ describe('data plane on simulated nodes', () => {
     // An engine process with the wrong credential fails to attach and says why.
     const badCredential = join(sim.dir, 'bad-credential');
     await writeFile(badCredential, randomBytes(32));
-    await expect(sim.startEngine(sim.network.node('node-2'), ['--credential-file', badCredential])).rejects.toThrow(
-      /AUTH_FAILED|unreachable|did not take/,
-    );
+    await expect(
+      sim.startEngine(sim.network.node('node-2'), ['--credential-file', badCredential]),
+    ).rejects.toThrow(/AUTH_FAILED|unreachable|did not take/);
   });
 
   it('an engine that was taken over is fenced: its writes fail, the new engine is unaffected', async () => {
@@ -176,7 +199,10 @@ describe('data plane on simulated nodes', () => {
     engine = await sim.startEngine(sim.network.node('node-4'));
     const input = join(sim.dir, 'late-write.bin');
     await writeFile(input, randomBytes(1024 * 1024));
-    const attempt = await run('nbdcopy', ['--flush', input, old.uri], { timeoutMs: 60_000, allowFailure: true });
+    const attempt = await run('nbdcopy', ['--flush', input, old.uri], {
+      timeoutMs: 60_000,
+      allowFailure: true,
+    });
     expect(attempt.code).not.toBe(0);
     const fio = await fioVerify(engine.uri, sim.dir, ['--size=8M']);
     expect(fio.code).toBe(0);
@@ -218,7 +244,11 @@ describe('data plane on simulated nodes', () => {
     await sleep(3000);
     expect(await modes(sim)()).toContain('node-3:Failed');
     await b.service.stop();
-    await sim.waitForRecord((x) => x.status?.replicas?.every((r) => r.mode === 'ReadWrite') === true, 60_000, 'the rebuild after B left');
+    await sim.waitForRecord(
+      (x) => x.status?.replicas?.every((r) => r.mode === 'ReadWrite') === true,
+      60_000,
+      'the rebuild after B left',
+    );
     await expectIdenticalReplicas(sim);
   });
 
@@ -230,12 +260,23 @@ describe('data plane on simulated nodes', () => {
     await handle.close();
     const scrub = await run(
       process.execPath,
-      ['--import', 'tsx', join(packageRoot(), 'cli', 'main.ts'), 'scrub', '--volume', sim.volume, '--kubeconfig', sim.controlPlane.kubeconfigPath, '--credential-file', sim.credentialFile],
+      [
+        ...tandemEntry(),
+        'scrub',
+        '--volume',
+        sim.volume,
+        '--kubeconfig',
+        sim.kubeconfigPath,
+        '--credential-file',
+        sim.credentialFile,
+      ],
       { allowFailure: true, timeoutMs: 60_000, cwd: packageRoot() },
     );
     expect(scrub.code).toBe(1);
     const report = JSON.parse(scrub.stdout) as { divergent: { offset: number; nodes: string[] }[] };
-    expect(report.divergent).toEqual([expect.objectContaining({ offset: 5 * 1024 * 1024, nodes: ['node-2'] })]);
+    expect(report.divergent).toEqual([
+      expect.objectContaining({ offset: 5 * 1024 * 1024, nodes: ['node-2'] }),
+    ]);
     const viaEngine = await fetch(`http://${engine.adminAddress}/scrub`, { method: 'POST' });
     expect(((await viaEngine.json()) as { divergent: unknown[] }).divergent).toHaveLength(1);
     expect(await metrics(engine)).toMatch(/tandem_engine_scrub_divergent_blocks\{[^}]*\} 1/);

@@ -12,7 +12,7 @@ describe('tandem lab (the quick start main job)', () => {
     const stateDir = join(await mkdtemp(join(tmpdir(), 'lab-test-')), 'state');
     const lab = spawnTandem(['lab', '--nodes', '2', '--state-dir', stateDir, '--exit-after', '5m']);
     try {
-      const banner = await waitForOutput(lab, 'Stopping by itself', 60_000);
+      const banner = await waitForOutput(lab, 'Stopping by itself', 120_000);
       const kubeconfig = /export KUBECONFIG=(\S+)/.exec(banner)?.[1];
       expect(kubeconfig).toBe(join(stateDir, 'control-plane', 'kubeconfig'));
       const netns = [...banner.matchAll(/ip netns exec (\S+) <command>/g)].map((m) => m[1] ?? '');
@@ -65,6 +65,19 @@ describe('tandem lab (the quick start main job)', () => {
         { env },
       );
       expect(fsType.stdout).toBe('ext4');
+
+      // The data plane: the demo volume's engine answers a real NBD client, with 2 replicas.
+      const uri = /nbdinfo '(\S+)'/.exec(banner)?.[1] ?? '';
+      const info = await run('nbdinfo', ['--json', uri], { timeoutMs: 20_000 });
+      expect(
+        (JSON.parse(info.stdout) as { exports: { 'export-size': number }[] }).exports[0]?.['export-size'],
+      ).toBe(256 * 1024 * 1024);
+      const volume = JSON.parse(
+        (await run(toolPath('kubectl'), ['get', 'volumes.tandem.dev', 'demo-disk', '-o', 'json'], { env }))
+          .stdout,
+      ) as { status: { replicas: { mode: string }[]; engines: { node: string }[] } };
+      expect(volume.status.replicas.map((r) => r.mode)).toEqual(['ReadWrite', 'ReadWrite']);
+      expect(volume.status.engines.map((e) => e.node)).toEqual(['node-1']);
 
       lab.kill('SIGINT');
       expect(await exitOf(lab)).toBe(0);
