@@ -47,6 +47,6 @@ else
 fi
 
 phase "Go-built tools"
-command -v go >/dev/null || { echo "setup: Go >= 1.25 is required to build kube-apiserver, etcd and the CSI tools" >&2; exit 1; }
+command -v go >/dev/null || { echo "setup: Go >= 1.26 is required to build kube-apiserver, etcd, the CSI tools and tandem-fsutil" >&2; exit 1; }
 bash test/tools/build.sh "$@"
 bash scripts/build-native.sh
