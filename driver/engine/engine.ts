@@ -109,7 +109,9 @@ export class Engine implements BlockDevice {
         });
         const outcome = classify(results, links);
         if (outcome.failed.length > 0 || outcome.stale)
-          await this.#set.recover(outcome.failed, outcome.stale);
+          await this.#set.recover(outcome.failed, outcome.stale).catch((err: unknown) => {
+            throw outOfSpace(results, err) ?? err;
+          });
       }
       throw new NoReplicaError(`${op} did not reach every replica after ${MAX_ATTEMPTS} attempts`);
     } catch (err) {
@@ -135,6 +137,17 @@ export class Engine implements BlockDevice {
     this.#log.error({ op, err: (err as Error).message }, 'I/O failed');
     return new NbdIoError('EIO', (err as Error).message, { cause: err });
   }
+}
+
+/**
+ * When no replica could be left out because every one that failed is full, the client is told
+ * ENOSPC (what it can act on) rather than EIO: the first NO_SPACE error, or undefined.
+ */
+function outOfSpace(results: PromiseSettledResult<unknown>[], err: unknown): ReplicaError | undefined {
+  if (!(err instanceof NoReplicaError)) return undefined;
+  const reasons = results.flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []));
+  const full = reasons.filter((e): e is ReplicaError => e instanceof ReplicaError && e.status === 'NO_SPACE');
+  return full.length > 0 && full.length === reasons.length ? full[0] : undefined;
 }
 
 /** Which links failed (not counting STALE_EPOCH), and whether any replica reported a newer epoch. */

@@ -68,25 +68,42 @@ export class Rebuilder {
 
   /** Rebuilds the first Failed replica that answers; resolves when that attempt ends. */
   runOnce(): Promise<void> {
-    if (this.#running !== undefined || this.#stopped || this.#set.superseded || this.#set.shared) {
+    if (this.#running !== undefined || this.#stopped || this.#set.superseded)
       return this.#running ?? Promise.resolve();
-    }
-    const candidate = this.#set.record.replicas.find((r) => r.mode === 'Failed');
-    if (candidate === undefined) return Promise.resolve();
-    this.#running = this.#rebuild(candidate).finally(() => {
+    const degraded = this.#set.record.replicas.some((r) => r.mode === 'Failed');
+    if (!degraded && !this.#set.shared) return Promise.resolve();
+    this.#running = (async () => {
+      // An idle engine learns of record changes (the peer engine leaving, a replica fenced by
+      // it) only here: reads and writes are what normally bring STALE_EPOCH news.
+      await this.#set.refresh().catch((err: unknown) => this.#log.debug({ err }, 'record refresh failed'));
+      if (this.#stopped || this.#set.superseded || this.#set.shared) return;
+      const candidates = this.#set.record.replicas.filter((r) => r.mode === 'Failed');
+      if (candidates.length > 0) await this.#rebuildFirstReachable(candidates);
+    })().finally(() => {
       this.#running = undefined;
     });
     return this.#running;
   }
 
-  async #rebuild(member: ReplicaMember): Promise<void> {
-    let link: ReplicaLink;
-    try {
-      link = await this.#set.connectTo(member);
-    } catch (err) {
-      this.#log.debug({ node: member.node, err: (err as Error).message }, 'failed replica still unreachable');
+  /** A Failed replica on a dead node must not keep the others from being rebuilt. */
+  async #rebuildFirstReachable(candidates: ReplicaMember[]): Promise<void> {
+    for (const member of candidates) {
+      let link: ReplicaLink;
+      try {
+        link = await this.#set.connectTo(member);
+      } catch (err) {
+        this.#log.debug(
+          { node: member.node, err: (err as Error).message },
+          'failed replica still unreachable',
+        );
+        continue;
+      }
+      await this.#rebuild(member, link);
       return;
     }
+  }
+
+  async #rebuild(member: ReplicaMember, link: ReplicaLink): Promise<void> {
     const size = this.#set.record.sizeBytes;
     if (link.size !== size) {
       this.#log.error(
@@ -138,9 +155,11 @@ export class Rebuilder {
         aborted ? 'rebuild stopped' : 'rebuild failed',
       );
       this.#options.onFinished?.(member.node, aborted ? 'aborted' : 'failed', copied, seconds());
-      // A half-filled replica must not stay in the write set: fence it (it is retried later).
+      // A half-filled replica must not stay in the write set: fence it (it is retried later). The
+      // record is read again first: when another engine moved it (a join), fencing against the
+      // old epoch would be a no-op and leave the replica WriteOnly, which nobody rebuilds.
       if (this.#set.linkOf(member.node) === link)
-        await this.#set.recover([link], false).catch(() => undefined);
+        await this.#set.recover([link], true).catch(() => undefined);
       else link.close();
     }
   }

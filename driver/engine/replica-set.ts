@@ -102,24 +102,27 @@ export class ReplicaSet {
     return this.#links.get(node);
   }
 
-  /** Replicas that serve reads, the local one first. */
+  /** Replicas that serve reads, the local one first (open links only). */
   readable(): Target[] {
-    return this.#targets((m) => m.mode === 'ReadWrite').sort(
+    return this.#targets((m) => m.mode === 'ReadWrite', false).sort(
       (a, b) => Number(b.member.node === this.localNode) - Number(a.member.node === this.localNode),
     );
   }
 
-  /** Replicas every write goes to: readable ones plus write-only ones being rebuilt. */
+  /**
+   * Replicas every write goes to: readable ones plus write-only ones being rebuilt, closed links
+   * included (a write must reach a member or fence it, never skip it while the record lists it).
+   */
   writable(): Target[] {
-    return this.#targets((m) => m.mode !== 'Failed');
+    return this.#targets((m) => m.mode !== 'Failed', true);
   }
 
-  #targets(keep: (m: ReplicaMember) => boolean): Target[] {
+  #targets(keep: (m: ReplicaMember) => boolean, includeClosed: boolean): Target[] {
     if (this.#superseded || this.#record === undefined) return [];
     const out: Target[] = [];
     for (const member of this.#record.replicas) {
       const link = this.#links.get(member.node);
-      if (keep(member) && link !== undefined && !link.closed) out.push({ member, link });
+      if (keep(member) && link !== undefined && (includeClosed || !link.closed)) out.push({ member, link });
     }
     return out;
   }
@@ -158,7 +161,12 @@ export class ReplicaSet {
           engines: mode === 'join' ? [...others, me] : [me],
         };
       });
-      await this.#settle(record, mode === 'join');
+      // An engine that failed to start must not stay listed (a ghost second engine holds off
+      // rebuilds and keeps the first one validating reads).
+      await this.#settle(record, mode === 'join').catch(async (err: unknown) => {
+        await this.#withdraw();
+        throw err;
+      });
     });
   }
 
@@ -187,22 +195,31 @@ export class ReplicaSet {
   leave(): Promise<void> {
     return this.exclusive(async () => {
       if (this.#superseded) return;
-      await this.#store
-        .update((current) =>
-          current.engines.some((e) => e.id === this.engineId)
-            ? {
-                ...current,
-                epoch: current.epoch + 1,
-                engines: current.engines.filter((e) => e.id !== this.engineId),
-              }
-            : undefined,
-        )
-        .catch((err: unknown) =>
-          this.#log.warn({ err }, 'could not remove this engine from the volume record'),
-        );
-      this.#superseded = true;
-      this.closeLinks();
+      await this.#withdraw();
     });
+  }
+
+  /**
+   * Removes this engine from the record in a new epoch and pushes that epoch to the replicas, so
+   * the other engine learns on its next request that it is alone; closes every link.
+   */
+  async #withdraw(): Promise<void> {
+    const others = (current: Membership) => current.engines.filter((e) => e.id !== this.engineId);
+    const record = await this.#store
+      .update((current) =>
+        others(current).length === current.engines.length
+          ? undefined
+          : { ...current, epoch: current.epoch + 1, engines: others(current) },
+      )
+      .catch((err: unknown) =>
+        this.#log.warn({ err }, 'could not remove this engine from the volume record'),
+      );
+    this.#superseded = true;
+    const epoch = BigInt(record?.epoch ?? 0);
+    const links = [...this.#links.values()].filter((link) => link.epoch < epoch);
+    for (const link of links) link.epoch = epoch;
+    await Promise.allSettled(links.map((link) => link.probe()));
+    this.closeLinks();
   }
 
   closeLinks(): void {
@@ -234,8 +251,9 @@ export class ReplicaSet {
 
   /**
    * Writes a change of the replica set computed from the current record; `change` returns
-   * undefined when nothing needs to change. Returns false when the record moved underneath
-   * (another engine changed it), after adopting that record.
+   * undefined when nothing needs to change. Returns true when the change was stored; false when
+   * there was nothing to change or the record moved underneath (another engine changed it), after
+   * adopting that record.
    */
   changeReplicas(
     change: (record: Membership) => Membership | undefined,
@@ -247,11 +265,15 @@ export class ReplicaSet {
         this.#links.set(node, link);
       }
       const expected = this.record.epoch;
-      const record = await this.#store.update((current) =>
-        current.epoch === expected ? change(current) : undefined,
-      );
+      // The store may run the change more than once (lost races); the last run decides.
+      let applied = false;
+      const record = await this.#store.update((current) => {
+        const next = current.epoch === expected ? change(current) : undefined;
+        applied = next !== undefined;
+        return next;
+      });
       await this.#settle(record, false);
-      return record.epoch !== expected;
+      return applied && record.epoch !== expected;
     });
   }
 

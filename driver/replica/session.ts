@@ -34,6 +34,8 @@ class RequestFailure extends Error {
   constructor(
     readonly status: ErrorStatus,
     message: string,
+    /** The replica's epoch, for a reply sent before the session has its volume (a HELLO refused as stale). */
+    readonly epoch?: bigint,
   ) {
     super(message);
   }
@@ -210,9 +212,11 @@ export class ReplicaSession {
       if (request.epoch < BigInt(store.epoch)) {
         await this.#registry.release(request.volume, open);
         this.#metrics.refusedHellos.inc({ reason: 'stale-epoch' });
+        // The proof checked out, so the peer may learn the epoch it has to catch up with.
         throw new RequestFailure(
           'STALE_EPOCH',
           `epoch ${request.epoch} is older than the replica's ${store.epoch}`,
+          BigInt(store.epoch),
         );
       }
       if (this.#closed) {
@@ -310,7 +314,12 @@ export class ReplicaSession {
       kind: 'reply',
       op: request.op,
       requestId: request.requestId,
-      epoch: this.#volume === undefined ? 0n : this.#epoch(this.#volume.open),
+      epoch:
+        err instanceof RequestFailure && err.epoch !== undefined
+          ? err.epoch
+          : this.#volume === undefined
+            ? 0n
+            : this.#epoch(this.#volume.open),
       offset: 'offset' in request ? request.offset : 0n,
       length: 'length' in request ? request.length : 0,
     } as const;
