@@ -3,9 +3,11 @@
  * JSON object with the figures and their ratios to the reference measured in
  * the same run.
  */
+import { benchDataplane } from './dataplane.js';
 import { benchWebhook } from './webhook.js';
 
 const BENCHMARKS: Record<string, () => Promise<Record<string, unknown>>> = {
+  dataplane: benchDataplane,
   webhook: benchWebhook,
 };
 
