@@ -6,6 +6,7 @@
  */
 import { connect, type Socket } from 'node:net';
 import type { Logger } from 'pino';
+import { BatchedWriter } from '../../lib/batched-writer.js';
 import { parseHostPort } from '../../lib/config.js';
 import {
   type ErrorStatus,
@@ -62,6 +63,7 @@ export class ReplicaClient {
   size = 0;
   dirty = false;
   readonly #socket: Socket;
+  readonly #out: BatchedWriter;
   readonly #decoder = new FrameDecoder({ accept: 'replies' });
   readonly #pending = new Map<bigint, Pending>();
   readonly #timeoutMs: number;
@@ -76,6 +78,7 @@ export class ReplicaClient {
     this.address = options.address;
     this.epoch = options.epoch;
     this.#socket = socket;
+    this.#out = new BatchedWriter(socket);
     this.#timeoutMs = options.requestTimeoutMs;
     this.#log = options.log;
     socket.setNoDelay(true);
@@ -190,13 +193,7 @@ export class ReplicaClient {
     const frame = { ...body, kind: 'request', requestId, epoch: this.epoch } as Request;
     return new Promise<OkReply>((resolve, reject) => {
       this.#pending.set(requestId, { resolve, reject, deadline: Date.now() + this.#timeoutMs });
-      const parts = encodeFrameParts(frame);
-      if (parts.length === 1) this.#socket.write(parts[0] as Buffer);
-      else {
-        this.#socket.cork();
-        for (const part of parts) this.#socket.write(part);
-        this.#socket.uncork();
-      }
+      this.#out.write(encodeFrameParts(frame));
     });
   }
 

@@ -10,6 +10,7 @@
  */
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
+import { BatchedWriter } from '../../lib/batched-writer.js';
 import type { ReplicaServerMetrics } from './metrics.js';
 import {
   digestCount,
@@ -43,6 +44,7 @@ class RequestFailure extends Error {
 
 export class ReplicaSession {
   readonly #socket: Socket;
+  readonly #out: BatchedWriter;
   readonly #registry: VolumeRegistry;
   readonly #metrics: ReplicaServerMetrics;
   readonly #log: Logger;
@@ -55,6 +57,7 @@ export class ReplicaSession {
 
   constructor(socket: Socket, registry: VolumeRegistry, metrics: ReplicaServerMetrics, log: Logger) {
     this.#socket = socket;
+    this.#out = new BatchedWriter(socket);
     this.#registry = registry;
     this.#metrics = metrics;
     this.#log = log.child({ peer: `${socket.remoteAddress}:${socket.remotePort}` });
@@ -105,14 +108,7 @@ export class ReplicaSession {
 
   #send(reply: Reply): void {
     if (this.#closed) return;
-    const parts = encodeFrameParts(reply);
-    if (parts.length === 1) {
-      this.#socket.write(parts[0] as Buffer);
-      return;
-    }
-    this.#socket.cork();
-    for (const part of parts) this.#socket.write(part);
-    process.nextTick(() => this.#socket.uncork());
+    this.#out.write(encodeFrameParts(reply));
   }
 
   async #handle(request: Request): Promise<Reply> {
