@@ -44,10 +44,30 @@ describe('tandem CLI', () => {
   });
 
   const refused: [string, string[], Record<string, string>, RegExp][] = [
-    ['a volume name that could leave the data directory', ['replica', 'create', '--volume', '../etc', '--size', '1Gi', '--credential-file', '/x'], {}, /invalid volume name/],
-    ['a size that is not a multiple of 4096', ['replica', 'create', '--volume', 'v', '--size', '1000', '--credential-file', '/x'], {}, /not a size/],
-    ['an engine without its volume', ['engine', '--node-id', 'n1', '--credential-file', '/x'], {}, /required option '--volume <name>'/],
-    ['a replica timeout below 100 ms', ['engine', '--node-id', 'n1', '--volume', 'v', '--credential-file', '/x', '--request-timeout', '5ms'], {}, /request-timeout|between|at least/],
+    [
+      'a volume name that could leave the data directory',
+      ['replica', 'create', '--volume', '../etc', '--size', '1Gi', '--credential-file', '/x'],
+      {},
+      /invalid volume name/,
+    ],
+    [
+      'a size that is not a multiple of 4096',
+      ['replica', 'create', '--volume', 'v', '--size', '1000', '--credential-file', '/x'],
+      {},
+      /not a size/,
+    ],
+    [
+      'an engine without its volume',
+      ['engine', '--node-id', 'n1', '--credential-file', '/x'],
+      {},
+      /required option '--volume <name>'/,
+    ],
+    [
+      'a replica timeout below 100 ms',
+      ['engine', '--node-id', 'n1', '--volume', 'v', '--credential-file', '/x', '--request-timeout', '5ms'],
+      {},
+      /request-timeout|between|at least/,
+    ],
     ['an unknown command', ['bogus'], {}, /unknown command 'bogus'/],
     ['an unknown flag', ['status', '--colour'], {}, /unknown option '--colour'/],
     ['a missing mandatory flag', ['node'], {}, /required option '--node-id <name>' not specified/],
@@ -85,13 +105,11 @@ describe('tandem CLI', () => {
   );
 
   it('accepts valid configuration for a component not yet built, then says so instead of pretending to run', async () => {
-    const result = await tandem([
-      'controller',
-      '--csi-endpoint',
-      'unix:///tmp/x/csi.sock',
-    ]);
+    const result = await tandem(['controller', '--csi-endpoint', 'unix:///tmp/x/csi.sock']);
     expect(result.ok).toBe(false);
     expect(result.error?.name).toBe('UsageError');
-    expect(result.error?.message).toMatch(/controller component is not in this build yet \(tracked in issue 5\)/);
+    expect(result.error?.message).toMatch(
+      /controller component is not in this build yet \(tracked in issue 5\)/,
+    );
   });
 });

@@ -47,7 +47,10 @@ export function buildProgram(output?: ProgramOutput): Command {
       command.allowExcessArguments(false).showHelpAfterError('(run with --help for the allowed options)'),
     );
   }
-  const everyCommand = (c: Command): Command[] => [c, ...c.commands.flatMap((sub) => everyCommand(sub as Command))];
+  const everyCommand = (c: Command): Command[] => [
+    c,
+    ...c.commands.flatMap((sub) => everyCommand(sub as Command)),
+  ];
   for (const command of everyCommand(program)) {
     command.exitOverride();
     if (output) command.configureOutput(output);
