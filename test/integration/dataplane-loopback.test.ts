@@ -11,6 +11,7 @@ import { type DecodedFrame, encodeFrame, FrameDecoder, helloProof } from '../../
 import { run } from '../../lib/exec.js';
 import { silentLogger } from '../../lib/log.js';
 import { type LoopbackDataPlane, startLoopbackDataPlane } from '../harness/dataplane.js';
+import { fioVerify } from '../harness/fio.js';
 
 const MiB = 1024 * 1024;
 const SIZE = 16 * MiB;
@@ -71,23 +72,7 @@ describe('data plane on loopback', () => {
   }
 
   function fio(uri: string, extra: string[] = []) {
-    return run(
-      'fio',
-      [
-        '--name=verify',
-        '--ioengine=nbd',
-        `--uri=${uri}`,
-        '--rw=randwrite',
-        '--bs=4k',
-        '--iodepth=16',
-        '--size=16M',
-        '--verify=crc32c',
-        '--do_verify=1',
-        '--verify_state_save=0',
-        ...extra,
-      ],
-      { timeoutMs: 50_000, allowFailure: true, cwd: dir },
-    );
+    return fioVerify(uri, { size: '16M', cwd: dir, timeoutMs: 50_000, extra });
   }
 
   const modes = (record: Membership) => Object.fromEntries(record.replicas.map((r) => [r.node, r.mode]));

@@ -14,6 +14,7 @@ import { ReplicaClient, ReplicaError } from '../../driver/replica/client.js';
 import { run } from '../../lib/exec.js';
 import { silentLogger } from '../../lib/log.js';
 import { packageRoot } from '../../lib/paths.js';
+import { fioJobs, fioVerify as fioVerify24 } from '../harness/fio.js';
 import { type EngineProcess, REPLICA_PORT, SimDataPlane, tandemEntry } from '../harness/sim-dataplane.js';
 
 jest.setTimeout(240_000);
@@ -22,34 +23,11 @@ const SIZE = 64 * 1024 * 1024;
 const modes = (sim: SimDataPlane) => async () =>
   (await sim.record()).status?.replicas?.map((r) => `${r.node}:${r.mode}`);
 
-function fioVerify(
-  uri: string,
-  cwd: string,
-  extra: string[] = [],
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  return run(
-    'fio',
-    [
-      '--name=verify',
-      '--ioengine=nbd',
-      `--uri=${uri}`,
-      '--rw=randwrite',
-      '--bs=4k',
-      '--iodepth=16',
-      '--size=24M',
-      '--verify=crc32c',
-      '--do_verify=1',
-      '--verify_state_save=0',
-      '--output-format=json',
-      ...extra,
-    ],
-    { timeoutMs: 120_000, allowFailure: true, cwd },
-  );
-}
+const fioVerify = (uri: string, cwd: string, extra: string[] = []) =>
+  fioVerify24(uri, { size: '24M', cwd, extra });
 
 function fioErrors(stdout: string): number {
-  const result = JSON.parse(stdout.slice(stdout.indexOf('{'))) as { jobs: { error: number }[] };
-  return result.jobs.reduce((sum, j) => sum + j.error, 0);
+  return fioJobs(stdout).reduce((sum, j) => sum + j.error, 0);
 }
 
 async function expectIdenticalReplicas(sim: SimDataPlane): Promise<void> {

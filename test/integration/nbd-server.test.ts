@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { NBD_CMD } from '../../driver/nbd/constants.js';
 import { NbdIoError, NbdServer } from '../../driver/nbd/server.js';
 import { run } from '../../lib/exec.js';
+import { fioVerify } from '../harness/fio.js';
 import { MemoryBlockDevice } from '../harness/memory-nbd-server.js';
 import { NbdTestClient } from '../harness/nbd-test-client.js';
 
@@ -63,24 +64,12 @@ describe('NBD server with real clients', () => {
 
   it('passes fio randwrite with crc32c verification at queue depth 32', async () => {
     const { uri } = await start();
-    const result = await run(
-      'fio',
-      [
-        '--name=verify',
-        '--ioengine=nbd',
-        `--uri=${uri}`,
-        '--rw=randwrite',
-        '--bs=4k',
-        '--iodepth=32',
-        '--size=32M',
-        '--runtime=10',
-        '--verify=crc32c',
-        '--do_verify=1',
-        '--verify_state_save=0', // otherwise fio leaves a state file in the working directory
-        '--output-format=json',
-      ],
-      { timeoutMs: 60_000, allowFailure: true },
-    );
+    const result = await fioVerify(uri, {
+      size: '32M',
+      iodepth: 32,
+      timeoutMs: 60_000,
+      extra: ['--runtime=10'],
+    });
     expect(result.stderr).not.toMatch(/verify: bad/);
     expect(result.code).toBe(0);
     // fio's nbd engine prints "fio: connected to NBD server" on stdout before the JSON.
