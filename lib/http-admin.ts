@@ -6,7 +6,15 @@
 import { createServer, type Server } from 'node:http';
 import type { Registry } from 'prom-client';
 
-export type AdminAction = () => Promise<unknown>;
+/** An admin action; `body` is the request's JSON body (undefined when empty). */
+export type AdminAction = (body: unknown) => Promise<unknown>;
+
+/** Thrown by an action to answer with a client error (bad input) instead of 500. */
+export class AdminInputError extends Error {
+  override name = 'AdminInputError';
+}
+
+const MAX_BODY_BYTES = 64 * 1024;
 
 export interface AdminServer {
   port: number;
@@ -35,11 +43,33 @@ export async function serveAdmin(
     if (req.method === 'GET' && path === '/healthz') return reply(200, 'text/plain', 'ok\n');
     const action = req.method === 'POST' ? actions[path] : undefined;
     if (action === undefined) return reply(404, 'text/plain', `no ${req.method} ${path}; try GET /metrics\n`);
-    action().then(
-      (result) => reply(200, 'application/json', `${JSON.stringify(result)}\n`),
-      (err: unknown) =>
-        reply(500, 'application/json', `${JSON.stringify({ error: (err as Error).message })}\n`),
-    );
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > MAX_BODY_BYTES) {
+        reply(413, 'application/json', `${JSON.stringify({ error: `body over ${MAX_BODY_BYTES} bytes` })}\n`);
+        req.destroy();
+      } else chunks.push(chunk);
+    });
+    req.on('end', () => {
+      let body: unknown;
+      try {
+        const text = Buffer.concat(chunks).toString('utf8').trim();
+        body = text === '' ? undefined : JSON.parse(text);
+      } catch {
+        return reply(400, 'application/json', `${JSON.stringify({ error: 'the body is not JSON' })}\n`);
+      }
+      action(body).then(
+        (result) => reply(200, 'application/json', `${JSON.stringify(result)}\n`),
+        (err: unknown) =>
+          reply(
+            err instanceof AdminInputError ? 400 : 500,
+            'application/json',
+            `${JSON.stringify({ error: (err as Error).message })}\n`,
+          ),
+      );
+    });
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

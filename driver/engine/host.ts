@@ -7,8 +7,10 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { NbdServer } from '../nbd/server.js';
 import { ReplicaClient } from '../replica/client.js';
+import type { VolumeRegistry } from '../replica/volume-registry.js';
 import { type CompareReport, compareReplicas, copyBlock } from './compare.js';
 import { Engine } from './engine.js';
+import { LocalReplicaLink } from './local-link.js';
 import type { MembershipStore } from './membership.js';
 import { EngineMetrics } from './metrics.js';
 import { Rebuilder, type RebuildOptions } from './rebuild.js';
@@ -29,6 +31,11 @@ export interface EngineHostOptions {
   rebuild?: RebuildOptions & { enabled?: boolean };
   /** Test hook: how replicas are reached (default: TCP ReplicaClient). */
   connect?: Connector;
+  /**
+   * The replicas of this node's replica server when the engine runs in the same process
+   * (`tandem dataplane`): the local replica is then reached by direct calls instead of TCP.
+   */
+  localReplicas?: VolumeRegistry;
 }
 
 export class EngineHost {
@@ -50,19 +57,29 @@ export class EngineHost {
     this.#log = options.log.child({ volume: options.volume, engineId: this.engineId });
     this.metrics = options.metrics ?? new EngineMetrics();
     const requestTimeoutMs = options.requestTimeoutMs ?? 5000;
+    const local = options.localReplicas;
     const connect: Connector =
       options.connect ??
       ((member, epoch) =>
-        ReplicaClient.connect({
-          address: member.address,
-          volume: options.volume,
-          engineId: this.engineId,
-          secret: options.secret,
-          epoch,
-          requestTimeoutMs,
-          connectTimeoutMs: Math.min(requestTimeoutMs, 3000),
-          log: this.#log,
-        }));
+        local !== undefined && member.node === options.node
+          ? LocalReplicaLink.open({
+              registry: local,
+              volume: options.volume,
+              secret: options.secret,
+              epoch,
+              requestTimeoutMs,
+              log: this.#log,
+            })
+          : ReplicaClient.connect({
+              address: member.address,
+              volume: options.volume,
+              engineId: this.engineId,
+              secret: options.secret,
+              epoch,
+              requestTimeoutMs,
+              connectTimeoutMs: Math.min(requestTimeoutMs, 3000),
+              log: this.#log,
+            }));
     this.set = new ReplicaSet({
       engineId: this.engineId,
       localNode: options.node,

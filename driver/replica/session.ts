@@ -25,22 +25,12 @@ import {
   type Request,
   verifyHello,
 } from './protocol.js';
-import { type OpenVolume, updateMetadata, type VolumeRegistry } from './volume-registry.js';
+import { admitEpoch, checkRange, failureOf, flushReplica, mutate, RequestFailure } from './replica-ops.js';
+import type { OpenVolume, VolumeRegistry } from './volume-registry.js';
 
 /** Stop reading from a connection with this many requests in progress (backpressure). */
 const MAX_INFLIGHT = 256;
 const EXTENTS_MAX = Math.floor(MAX_PAYLOAD / 16);
-
-class RequestFailure extends Error {
-  constructor(
-    readonly status: ErrorStatus,
-    message: string,
-    /** The replica's epoch, for a reply sent before the session has its volume (a HELLO refused as stale). */
-    readonly epoch?: bigint,
-  ) {
-    super(message);
-  }
-}
 
 export class ReplicaSession {
   readonly #socket: Socket;
@@ -116,15 +106,13 @@ export class ReplicaSession {
     const session = this.#volume;
     if (session === undefined) throw new RequestFailure('AUTH_REQUIRED', 'send HELLO first');
     const { open } = session;
-    await this.#admitEpoch(open, request.epoch);
+    await admitEpoch(open, request.epoch, this.#log);
     const base = { kind: 'reply', requestId: request.requestId, offset: 0n, length: 0 } as const;
     if (request.op === 'FLUSH') {
-      const covered = open.completedMutations;
-      await open.store.flush();
-      open.flushedMutations = Math.max(open.flushedMutations, covered);
+      await flushReplica(open);
       return { ...base, op: 'FLUSH', status: 'OK', epoch: this.#epoch(open) };
     }
-    const offset = this.#checkRange(open, request.offset, request.length);
+    const offset = checkRange(open, request.offset, request.length);
     const ranged = { ...base, offset: request.offset, length: request.length };
     switch (request.op) {
       case 'READ': {
@@ -135,13 +123,13 @@ export class ReplicaSession {
         return { ...ranged, op: 'READ', status: 'OK', epoch: this.#epoch(open), data };
       }
       case 'WRITE':
-        await this.#mutate(open, request.epoch, request.fua, () => open.store.write(offset, request.data));
+        await mutate(open, request.epoch, request.fua, () => open.store.write(offset, request.data));
         return { ...ranged, op: 'WRITE', status: 'OK', epoch: this.#epoch(open) };
       case 'TRIM':
-        await this.#mutate(open, request.epoch, request.fua, () => open.store.trim(offset, request.length));
+        await mutate(open, request.epoch, request.fua, () => open.store.trim(offset, request.length));
         return { ...ranged, op: 'TRIM', status: 'OK', epoch: this.#epoch(open) };
       case 'WRITE_ZEROES':
-        await this.#mutate(open, request.epoch, request.fua, () =>
+        await mutate(open, request.epoch, request.fua, () =>
           open.store.writeZeroes(offset, request.length, request.noHole),
         );
         return { ...ranged, op: 'WRITE_ZEROES', status: 'OK', epoch: this.#epoch(open) };
@@ -225,7 +213,7 @@ export class ReplicaSession {
         { volume: request.volume, engineId: request.engineId, epoch: String(request.epoch) },
         'session open',
       );
-      await this.#admitEpoch(open, request.epoch);
+      await admitEpoch(open, request.epoch, this.#log);
       return {
         kind: 'reply',
         op: 'HELLO',
@@ -240,65 +228,6 @@ export class ReplicaSession {
     } finally {
       this.#helloPending = false;
     }
-  }
-
-  /** Refuses an older epoch; persists a newer one once the older epoch's mutations have finished. */
-  async #admitEpoch(open: OpenVolume, epoch: bigint): Promise<void> {
-    if (epoch < BigInt(open.store.epoch)) {
-      throw new RequestFailure(
-        'STALE_EPOCH',
-        `epoch ${epoch} is older than the replica's ${open.store.epoch}`,
-      );
-    }
-    if (epoch === BigInt(open.store.epoch)) return;
-    await updateMetadata(open, async (store) => {
-      if (epoch <= BigInt(store.epoch)) return;
-      const older = [...open.inflight].filter(([, e]) => e < epoch).map(([p]) => p);
-      await Promise.allSettled(older);
-      await store.setEpoch(Number(epoch));
-      this.#log.info({ volume: this.#volume?.name, epoch: String(epoch) }, 'epoch advanced');
-    });
-    if (epoch < BigInt(open.store.epoch)) {
-      throw new RequestFailure(
-        'STALE_EPOCH',
-        `epoch ${epoch} is older than the replica's ${open.store.epoch}`,
-      );
-    }
-  }
-
-  async #mutate(open: OpenVolume, epoch: bigint, fua: boolean, op: () => Promise<void>): Promise<void> {
-    if (!open.store.dirty)
-      await updateMetadata(open, (store) => (store.dirty ? Promise.resolve() : store.setDirty(true)));
-    // The epoch may have moved while the dirty flag was written.
-    if (epoch < BigInt(open.store.epoch)) {
-      throw new RequestFailure(
-        'STALE_EPOCH',
-        `epoch ${epoch} is older than the replica's ${open.store.epoch}`,
-      );
-    }
-    open.startedMutations += 1;
-    const work = (async () => {
-      await op();
-      if (fua) await open.store.flush();
-    })();
-    open.inflight.set(work, epoch);
-    try {
-      await work;
-    } finally {
-      open.inflight.delete(work);
-      open.completedMutations += 1;
-    }
-  }
-
-  #checkRange(open: OpenVolume, offset: bigint, length: number): number {
-    const size = BigInt(open.store.sizeBytes);
-    if (offset > size || BigInt(length) > size - offset) {
-      throw new RequestFailure(
-        'OUT_OF_RANGE',
-        `range ${offset}+${length} is outside the ${size}-byte volume`,
-      );
-    }
-    return Number(offset);
   }
 
   #epoch(open: OpenVolume): bigint {
@@ -319,13 +248,11 @@ export class ReplicaSession {
       offset: 'offset' in request ? request.offset : 0n,
       length: 'length' in request ? request.length : 0,
     } as const;
-    if (err instanceof RequestFailure) return { ...base, status: err.status, message: err.message };
-    const code = (err as NodeJS.ErrnoException).code;
-    if (err instanceof RangeError)
-      return { ...base, status: 'OUT_OF_RANGE', message: err.message.slice(0, 500) };
-    this.#log.error({ err, op: request.op, volume: this.#volume?.name }, 'replica I/O failed');
-    const status: ErrorStatus = code === 'ENOSPC' ? 'NO_SPACE' : 'IO_ERROR';
-    return { ...base, status, message: (code ?? 'EIO').slice(0, 100) };
+    const failure = failureOf(err);
+    if (failure.status === 'IO_ERROR' || failure.status === 'NO_SPACE') {
+      this.#log.error({ err, op: request.op, volume: this.#volume?.name }, 'replica I/O failed');
+    }
+    return { ...base, status: failure.status, message: failure.message };
   }
 
   #onClose(): void {

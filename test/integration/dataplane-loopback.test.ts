@@ -131,6 +131,39 @@ describe('data plane on loopback', () => {
     expect(host.set.readable().map((t) => t.member.node)).toEqual(['node-1', 'node-2', 'node-3']);
   }, 60_000);
 
+  it('an engine in the replica server process reaches the local replica directly, with the same rules', async () => {
+    const [first] = dp.replicas;
+    if (first === undefined) throw new Error('no replica');
+    const local = first.server.registry;
+    await expect(
+      startHost('node-1', 'takeover', { localReplicas: local, secret: randomBytes(32) }),
+    ).rejects.toThrow();
+    const { host, uri } = await startHost('node-1', 'takeover', { localReplicas: local });
+    expect(host.set.linkOf('node-1')?.address).toMatch(/^local:/);
+    expect(host.set.linkOf('node-2')?.address).toMatch(/^127\.0\.0\.1:/);
+    const workload = fio(uri);
+    await sleep(300);
+    await dp.stopReplica('node-3');
+    const result = await workload;
+    expect(result.code).toBe(0);
+    expect(modes(await dp.store.read())['node-3']).toBe('Failed');
+    await dp.restartReplica('node-3');
+    await waitFor('node-3 to be rebuilt', async () => modes(await dp.store.read())['node-3'] === 'ReadWrite');
+    expect((await host.scrub()).divergent).toEqual([]);
+    // The local replica is fenced by epoch like any other: an engine with an older epoch is refused.
+    await expect(
+      ReplicaClient.connect({
+        address: first.address,
+        volume: dp.volume,
+        engineId: 'old',
+        secret: dp.secret,
+        epoch: 1n,
+        requestTimeoutMs: 2000,
+        log: silentLogger(),
+      }),
+    ).rejects.toMatchObject({ status: 'STALE_EPOCH' });
+  }, 60_000);
+
   it('fences a replica whose server stopped while the engine was idle on the next write', async () => {
     const { uri } = await startHost('node-1', 'takeover');
     await copyIn(uri, randomBytes(MiB));
