@@ -22,6 +22,7 @@ import { type ControlPlane, startControlPlane } from './control-plane.js';
 import { SimulatedNetwork as Network, type SimulatedNetwork, type SimulatedNode } from './netns.js';
 
 export const REPLICA_PORT = 9500;
+export const DATAPLANE_ADMIN_PORT = 9505;
 
 export interface SimDataPlaneOptions {
   /** Simulated nodes; replicas go on the first `replicas` of them. */
@@ -175,6 +176,10 @@ export class SimDataPlane {
         this.dataDir(node),
         '--metrics-address',
         `${node.address}:9503`,
+        '--admin-address',
+        `${node.address}:${DATAPLANE_ADMIN_PORT}`,
+        '--kubeconfig',
+        this.kubeconfigPath,
       ],
       cwd: packageRoot(),
       logFile: join(this.dir, `${node.name}-dataplane.log`),
@@ -222,6 +227,44 @@ export class SimDataPlane {
       service,
       logFile,
     };
+  }
+
+  /**
+   * Starts the volume's engine inside `node`'s data-plane process (POST /engines on its admin
+   * address), where it reaches the local replica directly.
+   */
+  async startHostedEngine(node: SimulatedNode, spec: Record<string, unknown> = {}): Promise<EngineProcess> {
+    this.#engines += 1;
+    const socket = join(this.dir, `hosted-${this.#engines}.sock`);
+    const adminAddress = `${node.address}:${DATAPLANE_ADMIN_PORT}`;
+    const res = await fetch(`http://${adminAddress}/engines`, {
+      method: 'POST',
+      body: JSON.stringify({
+        volume: this.volume,
+        credentialFile: this.credentialFile,
+        nbdSocket: socket,
+        ...spec,
+      }),
+    });
+    if (!res.ok) throw new Error(`POST /engines on ${node.name}: ${res.status} ${await res.text()}`);
+    const service = this.replicaServices.get(node.name);
+    if (service === undefined) throw new Error(`no data-plane process on ${node.name}`);
+    return {
+      node,
+      socket,
+      uri: `nbd+unix:///${this.volume}?socket=${socket}`,
+      adminAddress,
+      service,
+      logFile: join(this.dir, `${node.name}-dataplane.log`),
+    };
+  }
+
+  async stopHostedEngine(engine: EngineProcess): Promise<void> {
+    const res = await fetch(`http://${engine.adminAddress}/engines/stop`, {
+      method: 'POST',
+      body: JSON.stringify({ volume: this.volume }),
+    });
+    if (!res.ok) throw new Error(`POST /engines/stop: ${res.status} ${await res.text()}`);
   }
 
   async record(): Promise<Volume> {

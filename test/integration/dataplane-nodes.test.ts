@@ -230,6 +230,37 @@ describe('data plane on simulated nodes', () => {
     await expectIdenticalReplicas(sim);
   });
 
+  it('an engine hosted by the data-plane process serves fio with its local replica in-process', async () => {
+    await engine.service.stop();
+    const hosted = await sim.startHostedEngine(sim.network.node('node-1'), {
+      requestTimeoutMs: 1500,
+      rebuildIntervalMs: 500,
+    });
+    let finished = false;
+    const workload = fioVerify(hosted.uri, sim.dir, ['--size=32M']).finally(() => {
+      finished = true;
+    });
+    await sleep(1500);
+    await sim.replicaServices.get('node-2')?.kill();
+    expect(finished).toBe(false);
+    const fio = await workload;
+    expect(fio.code).toBe(0);
+    expect(fioErrors(fio.stdout)).toBe(0);
+    expect(await modes(sim)()).toContain('node-2:Failed');
+    await sim.startReplicaServer(sim.network.node('node-2'));
+    await sim.waitForRecord(
+      (v) => v.status?.replicas?.every((r) => r.mode === 'ReadWrite') === true,
+      60_000,
+      'the rebuild of node-2',
+    );
+    await expectIdenticalReplicas(sim);
+    expect(await metrics(hosted)).toMatch(
+      /tandem_engine_operations_total\{[^}]*op="write",result="ok"[^}]*\} [1-9]/,
+    );
+    await sim.stopHostedEngine(hosted);
+    engine = await sim.startEngine(sim.network.node('node-4'));
+  });
+
   it('scrub reports a block that differs on one replica (command and metric)', async () => {
     const node2 = sim.network.node('node-2');
     const dataFile = join(sim.dataDir(node2), sim.volume, 'data');
