@@ -183,6 +183,9 @@ export interface ReplicaServer {
   /** Where the server writes its CPU profile (when started with one). */
   profileDir: string | undefined;
   address: string;
+  /** The data-plane admin endpoint (engines hosted in this process start here). */
+  adminAddress: string;
+  logFile: string;
   service: Service;
   /** SIGKILL, as a crash would. */
   kill(): Promise<unknown>;
@@ -208,6 +211,7 @@ export async function startReplicaServers(
     const host = node?.address ?? '127.0.0.1';
     const port = node === undefined ? await freePort() : 9500;
     const metricsPort = node === undefined ? await freePort() : 9503;
+    const adminPort = node === undefined ? await freePort() : 9505;
     const dataDir = join(env.root, prefix, nodeId);
     await mkdir(dataDir, { recursive: true });
     const profileDir = profile ? join(env.root, prefix, `${nodeId}-profile`) : undefined;
@@ -219,8 +223,11 @@ export async function startReplicaServers(
       `--listen=${host}:${port}`,
       `--data-dir=${dataDir}`,
       `--metrics-address=${host}:${metricsPort}`,
+      `--admin-address=${host}:${adminPort}`,
+      `--kubeconfig=${env.controlPlane.kubeconfigPath}`,
     ];
     let generation = 0;
+    const firstLog = join(env.root, 'logs', `${prefix}-dataplane-${nodeId}-0.log`);
     const start = () =>
       startService(env, `${prefix}-dataplane-${nodeId}-${generation++}`, node, process.execPath, args, (s) =>
         waitFor(
@@ -235,6 +242,8 @@ export async function startReplicaServers(
       dataDir,
       profileDir,
       address: `${host}:${port}`,
+      adminAddress: `${host}:${adminPort}`,
+      logFile: firstLog,
       service: await start(),
       kill: () => server.service.kill(),
       restart: async () => {
@@ -256,6 +265,8 @@ export interface TandemVolume extends NbdTarget {
   engineLog: string;
   /** Where the engine wrote its CPU profile (when started with one). */
   profileDir: string | undefined;
+  /** The engine runs inside node-1's data-plane process (the production layout). */
+  hosted: boolean;
 }
 
 export interface VolumeOptions {
@@ -312,6 +323,9 @@ export async function startVolume(
   });
 
   const socket = join(dir, 'nbd.sock');
+  const [first] = servers;
+  if (HOSTED_ENGINES && first !== undefined)
+    return startHostedEngine(env, first, servers, volume, credential, socket);
   const metricsHost = options.engineNode?.address ?? '127.0.0.1';
   const metricsPort = options.engineNode === undefined ? await freePort() : nextNodePort++;
   const profileDir = options.profile === true ? join(dir, 'profile') : undefined;
@@ -350,5 +364,46 @@ export async function startVolume(
       ...servers.map((s) => ({ name: `replica ${s.nodeId}`, pid: s.service.pid })),
     ],
     stop: () => engine.stop(),
+    hosted: false,
+  };
+}
+
+/**
+ * TANDEM_BENCH_ENGINE=process runs `tandem engine` as its own process (every replica over TCP);
+ * the default hosts the engine in node-1's `tandem dataplane`, where it reaches the local replica
+ * by direct calls — how a node runs it.
+ */
+const HOSTED_ENGINES = process.env.TANDEM_BENCH_ENGINE !== 'process';
+
+async function startHostedEngine(
+  env: BenchEnv,
+  host: ReplicaServer,
+  servers: readonly ReplicaServer[],
+  volume: string,
+  credentialFile: string,
+  socket: string,
+): Promise<TandemVolume> {
+  const post = async (path: string, body: unknown) => {
+    const res = await fetch(`http://${host.adminAddress}${path}`, {
+      method: 'POST',
+      body: JSON.stringify(body),
+    });
+    if (!res.ok) throw new Error(`POST ${path} on ${host.nodeId}: ${res.status} ${await res.text()}`);
+  };
+  await post('/engines', { volume, credentialFile, nbdSocket: socket, rebuildIntervalMs: 500 });
+  env.cleanup.add(`${volume}-engine`, () => post('/engines/stop', { volume }).catch(() => undefined));
+  return {
+    volume,
+    uri: nbdUri(socket, volume),
+    metricsUrl: `http://${host.adminAddress}/metrics`,
+    engine: host.service,
+    engineLog: host.logFile,
+    profileDir: host.profileDir,
+    processes: () => [
+      { name: `engine + replica ${host.nodeId}`, pid: host.service.pid },
+      ...servers.filter((s) => s !== host).map((s) => ({ name: `replica ${s.nodeId}`, pid: s.service.pid })),
+    ],
+    stop: () => post('/engines/stop', { volume }),
+    hosted: true,
   };
 }

@@ -199,8 +199,17 @@ async function rebuild(vol: TandemVolume, source: ReplicaServer, victim: Replica
   const last = (msg: string) =>
     lines
       .filter((l) => l.includes(`"${msg}"`))
-      .map((l) => JSON.parse(l) as { node: string; time: string; copiedBytes: number; seconds: number })
-      .filter((l) => l.node === victim.nodeId)
+      .map(
+        (l) =>
+          JSON.parse(l) as {
+            node: string;
+            volume: string;
+            time: string;
+            copiedBytes: number;
+            seconds: number;
+          },
+      )
+      .filter((l) => l.node === victim.nodeId && l.volume === vol.volume)
       .at(-1);
   const [started, finished] = [last('rebuild started'), last('rebuild finished')];
   if (started === undefined || finished === undefined)
@@ -237,7 +246,9 @@ async function printProfile(what: string, dir: string | undefined, exit: unknown
 
 /** Stops gracefully, so that CPU profiles get written, and prints them. */
 async function stopEngine(vol: TandemVolume): Promise<void> {
-  await printProfile(`${vol.volume} engine`, vol.profileDir, await vol.engine.stop());
+  // A hosted engine's profile is its data-plane process's, printed when the servers stop.
+  if (vol.hosted) await vol.stop();
+  else await printProfile(`${vol.volume} engine`, vol.profileDir, await vol.engine.stop());
 }
 
 async function stopServers(servers: readonly ReplicaServer[]): Promise<void> {
