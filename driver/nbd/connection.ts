@@ -281,7 +281,9 @@ export class NbdConnection {
     if (!this.corked) {
       this.corked = true;
       socket.cork();
-      process.nextTick(this.uncork);
+      // setImmediate, not nextTick: the check phase comes after every I/O completion of this
+      // poll phase, so replies completed by many device callbacks share one writev.
+      setImmediate(this.uncork);
     }
     socket.write(encodeSimpleReplyHeader(cookie, errno));
     if (data !== undefined && data.length > 0) socket.write(data);

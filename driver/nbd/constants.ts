@@ -145,9 +145,11 @@ export const NBD_DEFAULT_PORT = 10809;
 
 /** Human-readable name of a command, for logs and error messages. */
 export function commandName(command: number): string {
-  for (const [name, value] of Object.entries(NBD_CMD)) if (value === command) return name;
-  return `CMD_${command}`;
+  return COMMAND_NAMES.get(command) ?? `CMD_${command}`;
 }
+
+/** Built once: the request decoder names every command it checks (a hot path). */
+const COMMAND_NAMES = new Map<number, string>(Object.entries(NBD_CMD).map(([name, value]) => [value, name]));
 
 /** Human-readable name of an option, for logs and error messages. */
 export function optionName(option: number): string {
