@@ -47,6 +47,8 @@ COPY --from=build /src/package.json ./
 COPY --from=build /src/node_modules ./node_modules
 COPY --from=build /src/dist ./dist
 COPY manifests ./manifests
+# Read at run time by @grpc/proto-loader (tsc does not compile it into dist/).
+COPY driver/csi/csi.proto ./driver/csi/csi.proto
 COPY --from=fsutil /out/tandem-fsutil /usr/local/bin/tandem-fsutil
 ENV NODE_ENV=production
 # Non-root by default (uid 1000 is the base image's "node" user; numeric so that
