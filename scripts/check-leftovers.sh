@@ -20,5 +20,13 @@ for claim in /run/tandem-sim/*; do
   [ -e "$claim" ] && report "simulated network claim $claim"
 done
 
+# Node attach (nbdfuse + loop devices) must undo itself.
+while read -r line; do
+  [ -n "$line" ] && report "nbdfuse mount: $line"
+done < <(awk '$0 ~ /tandem-nbdfuse:/ {print $5}' /proc/self/mountinfo)
+while read -r dev file; do
+  [ -n "$dev" ] && report "loop device $dev on $file"
+done < <(losetup --list --noheadings --output NAME,BACK-FILE 2>/dev/null | grep -e 'tandem' || true)
+
 if [ $found -eq 0 ]; then echo "check-leftovers: nothing left behind" >&2; fi
 exit $found

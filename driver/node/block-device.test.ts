@@ -1,0 +1,72 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { attachBlockDevice, targetUri, unixSocketUri } from './block-device.js';
+import { parseLosetupList } from './fuse-loop.js';
+import { nbdClientArgs, parseNbdUri } from './kernel-nbd.js';
+
+describe('NBD URIs', () => {
+  it('round-trips a unix socket path and export name with awkward characters', () => {
+    const uri = unixSocketUri('/run/tandem/a b?c.sock', 'vol/x&y');
+    expect(uri).toBe('nbd+unix:///vol/x%26y?socket=/run/tandem/a%20b%3Fc.sock');
+    expect(parseNbdUri(uri)).toEqual({
+      kind: 'unix',
+      socket: '/run/tandem/a b?c.sock',
+      exportName: 'vol/x&y',
+    });
+  });
+
+  it('passes a given URI through and parses TCP ones', () => {
+    expect(targetUri({ nbdUri: 'nbd://10.0.0.1:10900/vol-a' })).toBe('nbd://10.0.0.1:10900/vol-a');
+    expect(parseNbdUri('nbd://10.0.0.1/vol-a')).toEqual({
+      kind: 'tcp',
+      host: '10.0.0.1',
+      port: 10809,
+      exportName: 'vol-a',
+    });
+    expect(() => parseNbdUri('nbds://h/x')).toThrow(/only nbd/);
+  });
+
+  it('builds nbd-client command lines', () => {
+    expect(nbdClientArgs({ kind: 'unix', socket: '/s', exportName: 'v' }, '/dev/nbd3')).toEqual([
+      '-unix',
+      '/s',
+      '/dev/nbd3',
+      '-N',
+      'v',
+    ]);
+  });
+});
+
+describe('losetup listing', () => {
+  it('reads names and backing files, and an empty listing', () => {
+    const json = JSON.stringify({
+      loopdevices: [
+        { name: '/dev/loop0', 'back-file': '/var/lib/tandem/v/fuse/disk' },
+        { name: '/dev/loop1', 'back-file': null },
+      ],
+    });
+    expect(parseLosetupList(json)).toEqual([
+      { name: '/dev/loop0', backFile: '/var/lib/tandem/v/fuse/disk' },
+      { name: '/dev/loop1', backFile: '' },
+    ]);
+    expect(parseLosetupList('')).toEqual([]);
+  });
+});
+
+describe('attachBlockDevice', () => {
+  let dir: string;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'tandem-attach-'));
+  });
+  afterEach(() => rm(dir, { recursive: true, force: true }));
+
+  it.each(['../x', 'a/b', '', '.hidden'])('refuses volume id %j (it names a directory)', async (volumeId) => {
+    const runner = async () => {
+      throw new Error('no command should run');
+    };
+    await expect(
+      attachBlockDevice({ nbdUri: 'nbd://h/v', stateDir: dir, volumeId, frontend: 'nbdfuse', runner }),
+    ).rejects.toThrow(/cannot name a directory/);
+  });
+});

@@ -1,0 +1,217 @@
+/**
+ * The block device for kernels without NBD: nbdfuse exposes the export as one file on a FUSE mount
+ * under the state directory, and a loop device makes that file a block device.
+ *
+ * nbdfuse is long-lived and deliberately NOT tied to the process that starts it (no
+ * `setpriv --pdeathsig`): restarting the node plugin must never interrupt I/O, so it runs in a
+ * session of its own and is found again from /proc/self/mountinfo (its mount carries
+ * `tandem-nbdfuse:<volume>` as source) and from `losetup --list`. Nothing about an attachment is
+ * kept in memory. In a pod this survives a restart of the plugin process, not of its container
+ * (the runtime kills the container's whole cgroup), so in production nbdfuse belongs to a
+ * longer-lived owner (the data-plane DaemonSet) or the kernel NBD frontend is used.
+ */
+import { mkdir, readFile, rm, rmdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { run } from '../../lib/exec.js';
+import { type CommandRunner, findMount, mountsOfDevice, unmount } from './mounts.js';
+
+export const FUSE_SUBTYPE = 'fuse.nbdfuse';
+
+export interface FuseLoopPaths {
+  volumeId: string;
+  /** `<stateDir>/<volumeId>`: everything of one attachment, nothing else. */
+  dir: string;
+  /** The FUSE mount point; nbdfuse shows the export as `<mountDir>/disk`. */
+  mountDir: string;
+  file: string;
+  pidFile: string;
+  logFile: string;
+}
+
+export function fuseLoopPaths(stateDir: string, volumeId: string): FuseLoopPaths {
+  const dir = join(stateDir, volumeId);
+  const mountDir = join(dir, 'fuse');
+  return {
+    volumeId,
+    dir,
+    mountDir,
+    file: join(mountDir, 'disk'),
+    pidFile: join(dir, 'nbdfuse.pid'),
+    logFile: join(dir, 'nbdfuse.log'),
+  };
+}
+
+export const fuseSource = (volumeId: string) => `tandem-nbdfuse:${volumeId}`;
+
+/** Loop devices whose backing file is `file` (several only after a crash between two steps). */
+export async function loopDevicesOf(file: string, runner: CommandRunner = run): Promise<string[]> {
+  // `losetup -j FILE` would stat the file, which fails on a dead FUSE mount (ENOTCONN) — exactly
+  // when detaching matters most; the listing reads paths from sysfs and needs no access to it.
+  const result = await runner('losetup', ['--list', '--json', '--output', 'NAME,BACK-FILE'], {
+    timeoutMs: 30_000,
+  });
+  return parseLosetupList(result.stdout)
+    .filter((d) => d.backFile === file || d.backFile === `${file} (deleted)`)
+    .map((d) => d.name);
+}
+
+export function parseLosetupList(json: string): { name: string; backFile: string }[] {
+  if (json.trim() === '') return []; // no loop devices at all: losetup prints nothing
+  const parsed = JSON.parse(json) as { loopdevices?: { name?: string; 'back-file'?: string | null }[] };
+  return (parsed.loopdevices ?? []).map((d) => ({ name: d.name ?? '', backFile: d['back-file'] ?? '' }));
+}
+
+/** Whether the FUSE side answers: a mount whose nbdfuse died fails every access with ENOTCONN. */
+async function fuseAlive(file: string): Promise<boolean> {
+  try {
+    await stat(file);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function processAlive(pid: number, mountDir: string): Promise<boolean> {
+  try {
+    // The pid file may be old: only a process that is nbdfuse for this mount counts.
+    const cmdline = (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0');
+    return cmdline.some((a) => a.endsWith('nbdfuse')) && cmdline.some((a) => a.startsWith(mountDir));
+  } catch {
+    return false;
+  }
+}
+
+async function readPid(pidFile: string): Promise<number | undefined> {
+  try {
+    const pid = Number.parseInt((await readFile(pidFile, 'utf8')).trim(), 10);
+    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function tail(file: string): Promise<string> {
+  try {
+    return (await readFile(file, 'utf8')).trim().split('\n').slice(-5).join('\n');
+  } catch {
+    return '';
+  }
+}
+
+/**
+ * Starts nbdfuse in its own session, with output to a log file in the state directory. `run()`
+ * waits for the command's pipes to close, so the daemon must not inherit them: a tiny shell
+ * (arguments passed as positional parameters, never interpolated) redirects and backgrounds it.
+ */
+async function startNbdfuse(paths: FuseLoopPaths, uri: string, runner: CommandRunner): Promise<void> {
+  await rm(paths.pidFile, { force: true });
+  const script = 'log=$1; shift; setsid "$@" </dev/null >>"$log" 2>&1 & echo $!';
+  const args = ['-P', paths.pidFile, '-o', `fsname=${fuseSource(paths.volumeId)}`, '-o', 'subtype=nbdfuse'];
+  const started = await runner(
+    'sh',
+    ['-c', script, 'sh', paths.logFile, 'nbdfuse', ...args, paths.file, uri],
+    {
+      cwd: '/',
+      timeoutMs: 10_000,
+    },
+  );
+  const launched = Number.parseInt(started.stdout.trim(), 10);
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    // The pid file is written once nbdfuse serves, after the mount exists.
+    if ((await readPid(paths.pidFile)) !== undefined && (await findMount(paths.mountDir)) !== undefined)
+      return;
+    const log = await tail(paths.logFile);
+    // `launched` is the daemon itself unless setsid had to fork; a dead one with output failed.
+    if (!(await processAlive(launched, paths.mountDir)) && log !== '')
+      throw new Error(`nbdfuse for ${paths.volumeId} exited: ${log}`);
+    if (Date.now() > deadline)
+      throw new Error(`nbdfuse for ${paths.volumeId} not serving after 15 s: ${log}`);
+    await sleep(50);
+  }
+}
+
+/**
+ * Why `--direct-io=on`: the loop device then submits to the FUSE file with O_DIRECT, so blocks are
+ * not cached a second time in the FUSE file's page cache (the filesystem above already caches),
+ * memory stays bounded, and a write leaves the node as soon as the loop device gets it instead of
+ * waiting in a cache that nbdfuse dying would lose. The kernel falls back to buffered I/O on its
+ * own if O_DIRECT is not possible on the backing file.
+ */
+export const LOSETUP_ARGS = ['--find', '--show', '--direct-io=on'];
+
+export async function attachFuseLoop(
+  paths: FuseLoopPaths,
+  uri: string,
+  runner: CommandRunner = run,
+): Promise<string> {
+  const mounted = await findMount(paths.mountDir);
+  if (
+    mounted !== undefined &&
+    (mounted.fsType !== FUSE_SUBTYPE || mounted.source !== fuseSource(paths.volumeId))
+  )
+    throw new Error(
+      `${paths.mountDir} has ${mounted.source} (${mounted.fsType}) mounted, not this volume's nbdfuse`,
+    );
+  if (mounted !== undefined && !(await fuseAlive(paths.file))) {
+    const loops = await loopDevicesOf(paths.file, runner);
+    if (loops.length > 0)
+      throw new Error(
+        `nbdfuse of ${paths.volumeId} is gone while ${loops.join(', ')} still uses it; unstage the volume first`,
+      );
+    await unmount(paths.mountDir, { runner }); // a dead FUSE mount without users: start afresh
+  }
+  if ((await findMount(paths.mountDir)) === undefined) {
+    await mkdir(paths.mountDir, { recursive: true });
+    await startNbdfuse(paths, uri, runner);
+  }
+  const existing = await loopDevicesOf(paths.file, runner);
+  if (existing[0] !== undefined) return existing[0];
+  const created = await runner('losetup', [...LOSETUP_ARGS, paths.file], { timeoutMs: 30_000 });
+  return created.stdout.trim();
+}
+
+/** Undoes attachFuseLoop from whatever state is left; refuses while a loop device is mounted. */
+export async function detachFuseLoop(paths: FuseLoopPaths, runner: CommandRunner = run): Promise<void> {
+  for (const loop of await loopDevicesOf(paths.file, runner)) {
+    const users = await mountsOfDevice(loop).catch(() => []);
+    if (users.length > 0)
+      throw new Error(
+        `${loop} (${paths.volumeId}) is still mounted at ${users.map((u) => u.mountPoint).join(', ')}`,
+      );
+    await runner('losetup', ['-d', loop], { timeoutMs: 30_000 });
+  }
+  // A loop device that is still open somewhere (a probe, a late reader) is only marked for
+  // autoclear by `losetup -d`; wait for it to let go of the file before unmounting under it.
+  await waitFor(
+    `loop devices of ${paths.volumeId} to go`,
+    async () => (await loopDevicesOf(paths.file, runner)).length === 0,
+  );
+  const pid = await readPid(paths.pidFile);
+  await unmount(paths.mountDir, { runner });
+  // nbdfuse exits by itself once unmounted; wait so that nothing of the volume outlives detach.
+  if (pid !== undefined)
+    await waitFor(`nbdfuse ${pid} to exit`, async () => !(await processAlive(pid, paths.mountDir)));
+  await rm(paths.pidFile, { force: true });
+  await rm(paths.logFile, { force: true });
+  // rmdir, not a recursive rm: if anything is still mounted there, this fails instead of deleting through it.
+  await removeDir(paths.mountDir);
+  await removeDir(paths.dir);
+}
+
+async function removeDir(dir: string): Promise<void> {
+  try {
+    await rmdir(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+}
+
+async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(50);
+  }
+}
