@@ -1,6 +1,7 @@
 import { status } from '@grpc/grpc-js';
 import protobuf from 'protobufjs';
 import { newVolume, type VolumeSpec } from '../../lib/api/volume.js';
+import { blockCapability, mountCapability } from '../../test/harness/csi-requests.js';
 import { CsiError } from '../csi/errors.js';
 import { csiProtoPath } from '../csi/proto.js';
 import {
@@ -17,16 +18,8 @@ import {
 
 const GiB = 1024 ** 3;
 
-function mount(mode: CsiAccessMode, fsType = ''): CsiVolumeCapability {
-  return {
-    mount: { fs_type: fsType, mount_flags: [], volume_mount_group: '' },
-    access_type: 'mount',
-    access_mode: { mode },
-  };
-}
-function block(mode: CsiAccessMode): CsiVolumeCapability {
-  return { block: {}, access_type: 'block', access_mode: { mode } };
-}
+const mount = mountCapability;
+const block = blockCapability;
 
 const specs: Record<string, VolumeSpec> = {
   rwoFs: {

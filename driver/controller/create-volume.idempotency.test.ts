@@ -1,6 +1,12 @@
 // The Volume spec a plan creates, and the idempotency check against an existing Volume.
 import { status } from '@grpc/grpc-js';
 import { newVolume, type VolumeSpec } from '../../lib/api/volume.js';
+import {
+  blockCapability,
+  createVolumeRequest,
+  mountCapability,
+  refusal,
+} from '../../test/harness/csi-requests.js';
 import { CsiError } from '../csi/errors.js';
 import type { CsiAccessMode, CsiVolumeCapability } from './capabilities.js';
 import {
@@ -13,41 +19,10 @@ import {
 
 const GiB = 1024 ** 3;
 
-/** A capability as proto-loader delivers it (defaults: true, oneofs: true). */
-function mount(mode: CsiAccessMode, fsType = ''): CsiVolumeCapability {
-  return {
-    mount: { fs_type: fsType, mount_flags: [], volume_mount_group: '' },
-    access_type: 'mount',
-    access_mode: { mode },
-  };
-}
-function block(mode: CsiAccessMode): CsiVolumeCapability {
-  return { block: {}, access_type: 'block', access_mode: { mode } };
-}
+const mount = mountCapability;
+const block = blockCapability;
 
-function request(overrides: Partial<CreateVolumeRequest> = {}): CreateVolumeRequest {
-  return {
-    name: 'pvc-1',
-    capacity_range: { required_bytes: String(2 * GiB), limit_bytes: '0' },
-    volume_capabilities: [mount('SINGLE_NODE_MULTI_WRITER')],
-    parameters: {},
-    secrets: {},
-    volume_content_source: null,
-    accessibility_requirements: null,
-    mutable_parameters: {},
-    ...overrides,
-  };
-}
-
-function refusal(fn: () => unknown): CsiError {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof CsiError) return err;
-    throw err;
-  }
-  throw new Error('expected a CsiError, but the call succeeded');
-}
+const request = createVolumeRequest;
 
 const MIGRATABLE = { migratable: 'true' };
 
