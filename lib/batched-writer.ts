@@ -1,9 +1,11 @@
 import type { Socket } from 'node:net';
 
 /**
- * Writes to a socket in batches: everything written during one turn of the event loop leaves in
- * one writev. A replica link carries many small frames (32 in flight at queue depth 32); one
- * syscall per frame was the engine's largest cost in the data-plane benchmark profile.
+ * Writes to a socket in batches: everything written during one poll phase leaves in one writev
+ * (cork on the first write, uncork in setImmediate — after every I/O completion of the phase,
+ * where nextTick would uncork after each callback). Replica links, replica sessions and NBD
+ * connections carry many small frames (32 in flight at queue depth 32); one syscall per frame was
+ * the engine's largest cost in the data-plane benchmark profile.
  */
 export class BatchedWriter {
   readonly #socket: Socket;

@@ -9,6 +9,7 @@
 // its whole chunk (≤ 64 KiB) until released; that is the price of not copying.
 
 import type { Socket } from 'node:net';
+import { BatchedWriter } from '../../lib/batched-writer.js';
 import type { Logger } from '../../lib/log.js';
 import { commandName, NBD_CMD, NBD_CMD_FLAG, NBD_ERRNO } from './constants.js';
 import { type BlockDevice, type NbdOp, nbdErrno } from './device.js';
@@ -44,6 +45,7 @@ const LOUD_DEVICE_ERRORS = 3;
 
 export class NbdConnection {
   private readonly socket: Socket;
+  private readonly out: BatchedWriter;
   private readonly options: ConnectionOptions;
   private readonly log: Logger;
   private readonly maxQueuedBytes: number;
@@ -56,7 +58,6 @@ export class NbdConnection {
   private inFlight = 0;
   private inFlightBytes = 0;
   private reading = true;
-  private corked = false;
   private deviceErrors = 0;
   private timer: NodeJS.Timeout | undefined;
   private resolveDone: () => void = () => {};
@@ -65,6 +66,7 @@ export class NbdConnection {
 
   constructor(socket: Socket, options: ConnectionOptions) {
     this.socket = socket;
+    this.out = new BatchedWriter(socket);
     this.options = options;
     this.log = options.logger;
     // 'drain' only follows a write() that returned false, i.e. a buffer past the high-water mark;
@@ -271,28 +273,15 @@ export class NbdConnection {
   }
 
   /**
-   * Replies of one event-loop turn go out in a single writev: cork on the first, uncork on the
-   * next tick (after every completion resolved in this turn's microtasks). READ data is written
-   * as its own chunk behind the header, never copied.
+   * Replies of one poll phase go out in a single writev (lib/batched-writer.ts). READ data is
+   * written as its own chunk behind the header, never copied.
    */
   private reply(cookie: bigint, errno: number, data?: Buffer): void {
     const socket = this.socket;
     if (socket.destroyed || socket.writableEnded) return;
-    if (!this.corked) {
-      this.corked = true;
-      socket.cork();
-      // setImmediate, not nextTick: the check phase comes after every I/O completion of this
-      // poll phase, so replies completed by many device callbacks share one writev.
-      setImmediate(this.uncork);
-    }
-    socket.write(encodeSimpleReplyHeader(cookie, errno));
-    if (data !== undefined && data.length > 0) socket.write(data);
+    const header = encodeSimpleReplyHeader(cookie, errno);
+    this.out.write(data !== undefined && data.length > 0 ? [header, data] : [header]);
   }
-
-  private readonly uncork = (): void => {
-    this.corked = false;
-    this.socket.uncork();
-  };
 
   /** DISC, client EOF or shutdown: read nothing more, finish what was received, then close. */
   private beginEnding(): void {
