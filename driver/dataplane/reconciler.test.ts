@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ApiException } from '@kubernetes/client-node';
 import { newVolume, type Volume } from '../../lib/api/volume.js';
+import { RecordingPool } from '../../test/harness/recording-pool.js';
 import type { EnginePool, EngineSpec } from '../engine/engine-pool.js';
 import { readMetadata } from '../replica/metadata.js';
 import { ReplicaStore } from '../replica/store.js';
@@ -70,23 +71,6 @@ class FakeCluster implements VolumeCache {
   };
 }
 
-class FakePool implements EngineRunner {
-  readonly running = new Map<string, EngineSpec>();
-  readonly calls: string[] = [];
-  async start(spec: EngineSpec) {
-    this.calls.push(`start ${spec.volume} ${spec.join ? 'join' : 'takeover'}`);
-    this.running.set(spec.volume, spec);
-    return {};
-  }
-  async stop(volume: string) {
-    this.calls.push(`stop ${volume}`);
-    return { stopped: this.running.delete(volume) };
-  }
-  async list() {
-    return [...this.running.keys()].map((volume) => ({ volume }));
-  }
-}
-
 const credential = Buffer.alloc(32, 9);
 
 function volume(name: string, opts: { replica?: boolean; engine?: boolean; peer?: boolean; size?: number }) {
@@ -133,7 +117,7 @@ describe('desiredState', () => {
 describe('DataplaneReconciler', () => {
   let dataDir: string;
   let cluster: FakeCluster;
-  let pool: FakePool;
+  let pool: RecordingPool;
   let secrets: Map<string, Buffer>;
   let reconciler: DataplaneReconciler;
 
@@ -154,7 +138,7 @@ describe('DataplaneReconciler', () => {
   beforeEach(() => {
     dataDir = mkdtempSync(join(tmpdir(), 'tandem-reconciler-test-'));
     cluster = new FakeCluster();
-    pool = new FakePool();
+    pool = new RecordingPool();
     secrets = new Map([['vol-a', credential]]);
     reconciler = make();
   });

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import type { Volume } from '../../lib/api/volume.js';
 import { type Logger, silentLogger } from '../../lib/log.js';
 import type { EngineSpec } from '../engine/engine-pool.js';
-import { checkVolumeName, readMetadata, readSecret } from '../replica/metadata.js';
+import { checkVolumeName, isVolumeName, readMetadata, readSecret } from '../replica/metadata.js';
 import { ReplicaStore } from '../replica/store.js';
 import {
   type CredentialSource,
@@ -256,15 +256,6 @@ export class DataplaneReconciler {
         throw err;
       });
     return entries.filter((e) => e.isDirectory() && isVolumeName(e.name)).map((e) => e.name);
-  }
-}
-
-function isVolumeName(name: string): boolean {
-  try {
-    checkVolumeName(name);
-    return true;
-  } catch {
-    return false;
   }
 }
 

@@ -53,6 +53,16 @@ const VOLUME_NAME = new RegExp(`^${LABEL}(\\.${LABEL})*$`);
  * has no '/', never is '.' or '..' and has no label starting with a dot, so joining it to the data
  * directory always stays inside it.
  */
+/** Whether `name` passes checkVolumeName (for listing directories, where a stray name is skipped). */
+export function isVolumeName(name: string): boolean {
+  try {
+    checkVolumeName(name);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 export function checkVolumeName(name: string): void {
   if (
     typeof name !== 'string' ||

@@ -8,6 +8,7 @@ import {
   checkSecret,
   checkVolumeName,
   codedError,
+  isVolumeName,
   META_FILE,
   type ReplicaMetadata,
   readMetadata,
@@ -368,15 +369,6 @@ export class ReplicaStore {
       throw err;
     }
     return new ReplicaStore(dir, fd, meta, secret, fsutil);
-  }
-}
-
-function isVolumeName(name: string): boolean {
-  try {
-    checkVolumeName(name);
-    return true;
-  } catch {
-    return false;
   }
 }
 

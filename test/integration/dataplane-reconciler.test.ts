@@ -11,27 +11,10 @@ import { newVolume, type Volume } from '../../lib/api/volume.js';
 import { type Cache, keepWatching } from '../../lib/kube/informer.js';
 import { VolumeClient } from '../../lib/kube/volumes.js';
 import { eventually, testKubeConfig, uniqueName } from '../harness/cluster.js';
+import { RecordingPool } from '../harness/recording-pool.js';
 
 const NAMESPACE = 'tandem-system';
 const MiB = 1 << 20;
-
-/** Records calls; keeps "running" engines across reconciler instances, as the real pool would. */
-class RecordingPool implements EngineRunner {
-  readonly running = new Map<string, EngineSpec>();
-  readonly calls: string[] = [];
-  async start(spec: EngineSpec) {
-    this.calls.push(`start ${spec.volume} ${spec.join ? 'join' : 'takeover'}`);
-    this.running.set(spec.volume, spec);
-    return {};
-  }
-  async stop(volume: string) {
-    this.calls.push(`stop ${volume}`);
-    return { stopped: this.running.delete(volume) };
-  }
-  async list() {
-    return [...this.running.keys()].map((volume) => ({ volume }));
-  }
-}
 
 describe('DataplaneReconciler against the real kube-apiserver', () => {
   const kc = testKubeConfig();
