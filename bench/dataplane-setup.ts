@@ -8,7 +8,6 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
-import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { API_VERSION, VOLUME_KIND } from '../lib/api/volume.js';
@@ -21,6 +20,7 @@ import { Service } from '../lib/service.js';
 import { type ControlPlane, startControlPlane } from '../test/harness/control-plane.js';
 import { SimulatedNetwork, type SimulatedNode } from '../test/harness/netns.js';
 import { freePort } from '../test/harness/ports.js';
+import { canConnect, waitFor } from '../test/harness/readiness.js';
 import type { Proc } from './cpu.js';
 import { nbdUri } from './fio.js';
 
@@ -88,33 +88,6 @@ export async function startEnvironment(cleanup: Cleanup): Promise<BenchEnv> {
   const kc = loadKubeConfig(controlPlane.kubeconfigPath);
   await installCrds(kc, join(manifestsDir(), 'crds'));
   return { root, cli, network, controlPlane, volumes: new VolumeClient(kc), cleanup };
-}
-
-/** Polls until `check` holds; fails after `timeoutMs` or as soon as `alive` says the process died. */
-export async function waitFor(
-  what: string,
-  check: () => Promise<boolean>,
-  timeoutMs: number,
-  alive: () => boolean = () => true,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await check().catch(() => false)) return;
-    if (!alive()) throw new Error(`${what}: the process exited`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`${what}: not within ${timeoutMs} ms`);
-}
-
-function canConnect(options: { host: string; port: number } | { path: string }): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect(options);
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', () => resolve(false));
-  });
 }
 
 async function logTail(file: string): Promise<string> {

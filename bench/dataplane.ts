@@ -16,6 +16,7 @@
 import { readFile, stat } from 'node:fs/promises';
 import { availableParallelism, loadavg } from 'node:os';
 import { join } from 'node:path';
+import { waitFor } from '../test/harness/readiness.js';
 import { cpuUse, formatCpu, snapshot } from './cpu.js';
 import { topSelfTime } from './cpuprofile.js';
 import {
@@ -28,7 +29,6 @@ import {
   startReplicaServers,
   startVolume,
   type TandemVolume,
-  waitFor,
 } from './dataplane-setup.js';
 import { type FioResult, fillJob, fio, JOBS, type JobName, type JobSpec, pokeJob, timedJob } from './fio.js';
 import { round } from './stats.js';

@@ -7,7 +7,6 @@
  */
 import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -20,6 +19,7 @@ import { manifestsDir, packageRoot } from '../../lib/paths.js';
 import type { Service } from '../../lib/service.js';
 import { type ControlPlane, startControlPlane } from './control-plane.js';
 import { SimulatedNetwork as Network, type SimulatedNetwork, type SimulatedNode } from './netns.js';
+import { canConnect, waitFor } from './readiness.js';
 
 export const REPLICA_PORT = 9500;
 export const DATAPLANE_ADMIN_PORT = 9505;
@@ -185,7 +185,12 @@ export class SimDataPlane {
       logFile: join(this.dir, `${node.name}-dataplane.log`),
     });
     this.replicaServices.set(node.name, service);
-    await waitForPort(node.address, REPLICA_PORT, 30_000, service);
+    await waitFor(
+      `${service.name} listening on ${node.address}:${REPLICA_PORT}`,
+      () => canConnect({ host: node.address, port: REPLICA_PORT }),
+      30_000,
+      () => service.running,
+    );
   }
 
   /** Starts `tandem engine` on `node`; resolves once its NBD socket accepts connections. */
@@ -218,7 +223,17 @@ export class SimDataPlane {
       cwd: packageRoot(),
       logFile,
     });
-    await waitForSocket(socket, 60_000, service, logFile);
+    try {
+      await waitFor(
+        `${service.name} serving NBD on ${socket}`,
+        () => canConnect({ path: socket }),
+        60_000,
+        () => service.running,
+      );
+    } catch (err) {
+      const log = await readFile(logFile, 'utf8').catch(() => '');
+      throw new Error(`${(err as Error).message}\n${log.slice(-2000)}`);
+    }
     return {
       node,
       socket,
@@ -301,46 +316,4 @@ export function tandemEntry(): string[] {
   const main = process.argv[1] ?? '';
   if (/[/\\]dist[/\\]cli[/\\]main\.js$/.test(main)) return [main];
   return ['--import', 'tsx', join(packageRoot(), 'cli', 'main.ts')];
-}
-
-async function waitForPort(host: string, port: number, timeoutMs: number, service: Service): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (!service.running) throw new Error(`${service.name} exited before listening`);
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = connect({ host, port }, () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.on('error', () => resolve(false));
-    });
-    if (ok) return;
-    await sleep(100);
-  }
-  throw new Error(`${service.name} did not listen on ${host}:${port} within ${timeoutMs} ms`);
-}
-
-async function waitForSocket(
-  path: string,
-  timeoutMs: number,
-  service: Service,
-  logFile: string,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (!service.running) {
-      const log = await import('node:fs/promises').then((fs) => fs.readFile(logFile, 'utf8').catch(() => ''));
-      throw new Error(`${service.name} exited before serving NBD:\n${log.slice(-2000)}`);
-    }
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = connect({ path }, () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.on('error', () => resolve(false));
-    });
-    if (ok) return;
-    await sleep(100);
-  }
-  throw new Error(`${service.name} did not serve NBD on ${path} within ${timeoutMs} ms`);
 }

@@ -12,6 +12,7 @@ import { run } from '../../lib/exec.js';
 import { silentLogger } from '../../lib/log.js';
 import { type LoopbackDataPlane, startLoopbackDataPlane } from '../harness/dataplane.js';
 import { fioVerify } from '../harness/fio.js';
+import { waitFor } from '../harness/readiness.js';
 
 const MiB = 1024 * 1024;
 const SIZE = 16 * MiB;
@@ -77,13 +78,7 @@ describe('data plane on loopback', () => {
 
   const modes = (record: Membership) => Object.fromEntries(record.replicas.map((r) => [r.node, r.mode]));
 
-  async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    while (!(await check())) {
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-      await sleep(100);
-    }
-  }
+  const WAIT_MS = 20_000;
 
   it('nbdcopy writes 16 MiB of random data and reads the same bytes back; the replicas agree', async () => {
     const { host, uri } = await startHost('node-1', 'takeover');
@@ -113,7 +108,7 @@ describe('data plane on loopback', () => {
         hook?.(op, ...rest);
       };
     const workload = fio(uri);
-    await waitFor('the workload to get going', async () => writes >= 300);
+    await waitFor('the workload to get going', async () => writes >= 300, WAIT_MS);
     await dp.stopReplica('node-2');
     const writesAtStop = writes;
     const result = await workload;
@@ -125,7 +120,11 @@ describe('data plane on loopback', () => {
     expect(fenced.epoch).toBeGreaterThan(before);
 
     await dp.restartReplica('node-2');
-    await waitFor('node-2 to be rebuilt', async () => modes(await dp.store.read())['node-2'] === 'ReadWrite');
+    await waitFor(
+      'node-2 to be rebuilt',
+      async () => modes(await dp.store.read())['node-2'] === 'ReadWrite',
+      WAIT_MS,
+    );
     const scrub = await host.scrub();
     expect(scrub.divergent).toEqual([]);
     expect(host.set.readable().map((t) => t.member.node)).toEqual(['node-1', 'node-2', 'node-3']);
@@ -148,7 +147,11 @@ describe('data plane on loopback', () => {
     expect(result.code).toBe(0);
     expect(modes(await dp.store.read())['node-3']).toBe('Failed');
     await dp.restartReplica('node-3');
-    await waitFor('node-3 to be rebuilt', async () => modes(await dp.store.read())['node-3'] === 'ReadWrite');
+    await waitFor(
+      'node-3 to be rebuilt',
+      async () => modes(await dp.store.read())['node-3'] === 'ReadWrite',
+      WAIT_MS,
+    );
     expect((await host.scrub()).divergent).toEqual([]);
     // The local replica is fenced by epoch like any other: an engine with an older epoch is refused.
     await expect(
@@ -277,7 +280,7 @@ describe('data plane on loopback', () => {
       };
     // Writes to the second half only, never flushed; the engine dies under them.
     const workload = fio(first.uri, ['--offset=8M', '--size=8M', '--do_verify=0', '--verify=0']);
-    await waitFor('the workload to get going', async () => writes >= 200);
+    await waitFor('the workload to get going', async () => writes >= 200, WAIT_MS);
     await first.host.rebuilder.stop();
     first.host.set.closeLinks();
     await first.host.nbd?.close();
