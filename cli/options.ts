@@ -1,4 +1,5 @@
-import { Option } from '@commander-js/extra-typings';
+import { InvalidArgumentError, Option } from '@commander-js/extra-typings';
+import { checkVolumeName } from '../driver/replica/metadata.js';
 import { nodeName, oneOf, parseHostPort, unixSocketPath } from '../lib/config.js';
 import { LOG_LEVELS } from '../lib/log.js';
 
@@ -40,3 +41,13 @@ export const outputOption = () =>
   new Option('-o, --output <format>', 'output format')
     .argParser(oneOf(['table', 'json'] as const))
     .default('table' as const);
+
+/** A Tandem volume name (DNS-1123 subdomain: it names directories on nodes, so it must not escape them). */
+export const volumeName = (value: string): string => {
+  try {
+    checkVolumeName(value);
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
+  return value;
+};

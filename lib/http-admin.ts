@@ -85,11 +85,3 @@ export async function serveAdmin(
       }),
   };
 }
-
-/** Resolves on the first SIGINT or SIGTERM. */
-export function untilStopSignal(): Promise<NodeJS.Signals> {
-  return new Promise((resolve) => {
-    process.once('SIGINT', () => resolve('SIGINT'));
-    process.once('SIGTERM', () => resolve('SIGTERM'));
-  });
-}

@@ -6,11 +6,12 @@ import { EngineMetrics } from '../../driver/engine/metrics.js';
 import { ReplicaServerMetrics } from '../../driver/replica/metrics.js';
 import { ReplicaServer } from '../../driver/replica/server.js';
 import { parseHostPort } from '../../lib/config.js';
-import { AdminInputError, serveAdmin, untilStopSignal } from '../../lib/http-admin.js';
+import { AdminInputError, serveAdmin } from '../../lib/http-admin.js';
 import { loadKubeConfig } from '../../lib/kube/client.js';
 import { VolumeClient } from '../../lib/kube/volumes.js';
 import { createLogger } from '../../lib/log.js';
 import { createRegistry } from '../../lib/metrics.js';
+import { untilStopSignal } from '../../lib/signals.js';
 import { kubeconfigOption, logLevelOption, metricsAddressOption, nodeIdOption } from '../options.js';
 
 export function dataplaneCommand() {

@@ -1,23 +1,20 @@
-import { Command, InvalidArgumentError, Option } from '@commander-js/extra-typings';
+import { Command, Option } from '@commander-js/extra-typings';
 import { readCredentialFile } from '../../driver/engine/credential.js';
 import { EngineHost } from '../../driver/engine/host.js';
 import { KubeMembershipStore } from '../../driver/engine/kube-membership.js';
-import { checkVolumeName } from '../../driver/replica/store.js';
 import { durationIn, parseHostPort, unixSocketPath } from '../../lib/config.js';
-import { serveAdmin, untilStopSignal } from '../../lib/http-admin.js';
+import { serveAdmin } from '../../lib/http-admin.js';
 import { loadKubeConfig } from '../../lib/kube/client.js';
 import { VolumeClient } from '../../lib/kube/volumes.js';
 import { createLogger } from '../../lib/log.js';
-import { kubeconfigOption, logLevelOption, metricsAddressOption, nodeIdOption } from '../options.js';
-
-export const volumeName = (value: string): string => {
-  try {
-    checkVolumeName(value);
-  } catch (err) {
-    throw new InvalidArgumentError((err as Error).message);
-  }
-  return value;
-};
+import { untilStopSignal } from '../../lib/signals.js';
+import {
+  kubeconfigOption,
+  logLevelOption,
+  metricsAddressOption,
+  nodeIdOption,
+  volumeName,
+} from '../options.js';
 
 export function engineCommand() {
   return new Command('engine')

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { Command, Option } from '@commander-js/extra-typings';
 import { integerIn, parseDurationMs } from '../../lib/config.js';
 import { createLogger } from '../../lib/log.js';
+import { untilStopSignal } from '../../lib/signals.js';
 import { describeLab, startLab } from '../../test/harness/lab.js';
 import { sweepStaleNetworks } from '../../test/harness/netns.js';
 import { logLevelOption } from '../options.js';
@@ -39,12 +40,7 @@ export function labCommand() {
       process.stdout.write(
         `${describeLab(lab)}\n\n${options.exitAfter === undefined ? 'Press Ctrl-C to stop; everything the lab started is removed.' : `Stopping by itself in ${options.exitAfter} ms.`}\n`,
       );
-      await new Promise<void>((resolve) => {
-        const done = () => resolve();
-        process.once('SIGINT', done);
-        process.once('SIGTERM', done);
-        if (options.exitAfter !== undefined) setTimeout(done, options.exitAfter).unref();
-      });
+      await untilStopSignal(options.exitAfter === undefined ? {} : { afterMs: options.exitAfter });
       process.stdout.write('Stopping the lab...\n');
       await lab.stop();
       process.stdout.write('Lab stopped; nothing left running.\n');

@@ -2,7 +2,7 @@ import { Command, Option } from '@commander-js/extra-typings';
 import { readCredentialFile } from '../../driver/engine/credential.js';
 import { ReplicaStore } from '../../driver/replica/store.js';
 import { parseSize } from '../../lib/config.js';
-import { volumeName } from './engine.js';
+import { volumeName } from '../options.js';
 
 const dataDirOption = () =>
   new Option('--data-dir <path>', 'where replica files live')

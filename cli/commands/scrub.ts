@@ -6,8 +6,7 @@ import { parseHostPort } from '../../lib/config.js';
 import { loadKubeConfig } from '../../lib/kube/client.js';
 import { VolumeClient } from '../../lib/kube/volumes.js';
 import { createLogger } from '../../lib/log.js';
-import { kubeconfigOption, logLevelOption } from '../options.js';
-import { volumeName } from './engine.js';
+import { kubeconfigOption, logLevelOption, volumeName } from '../options.js';
 
 /** Exit status 1 when replicas differ (or one is unreachable), so scripts and CronJobs can alert. */
 export function scrubCommand() {

@@ -3,6 +3,7 @@ import { Command, InvalidArgumentError, Option } from '@commander-js/extra-typin
 import { durationIn, parseHostPort } from '../../lib/config.js';
 import { loadKubeConfig } from '../../lib/kube/client.js';
 import { createLogger } from '../../lib/log.js';
+import { untilStopSignal } from '../../lib/signals.js';
 import { runWebhook } from '../../webhook/run.js';
 import { kubeconfigOption, logLevelOption } from '../options.js';
 
@@ -91,10 +92,7 @@ export function webhookCommand() {
         ),
         logger,
       });
-      await new Promise<void>((resolve) => {
-        process.once('SIGINT', () => resolve());
-        process.once('SIGTERM', () => resolve());
-      });
+      await untilStopSignal();
       logger.info('shutting down');
       await webhook.stop();
     });
