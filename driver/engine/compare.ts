@@ -7,10 +7,9 @@
  * Windows where no replica has allocated data are skipped, so holes cost nothing.
  */
 import type { RangeLock } from '../replica/range-lock.js';
+import { pieces, REQUEST_RANGE_STEP } from './ranges.js';
 import type { Target } from './replica-set.js';
 
-/** Largest range asked for in one EXTENTS request. */
-const EXTENT_WINDOW = 1024 * 1024 * 1024;
 /** Range hashed per request: a replica answers with window / blockSize digests. */
 const HASH_WINDOW = 64 * 1024 * 1024;
 export const DEFAULT_HASH_BLOCK = 1024 * 1024;
@@ -43,11 +42,9 @@ export async function compareReplicas(targets: Target[], options: CompareOptions
   const report: CompareReport = { comparedBytes: 0, skippedBytes: 0, divergent: [] };
   const [reference, ...others] = targets;
   if (reference === undefined || others.length === 0) return report;
-  for (let base = 0; base < options.sizeBytes; base += EXTENT_WINDOW) {
-    const windowLength = Math.min(EXTENT_WINDOW, options.sizeBytes - base);
-    const allocated = await allocatedWindows(targets, base, windowLength);
-    for (let at = base; at < base + windowLength; at += HASH_WINDOW) {
-      const length = Math.min(HASH_WINDOW, base + windowLength - at);
+  for (const window of pieces(0, options.sizeBytes, REQUEST_RANGE_STEP)) {
+    const allocated = await allocatedWindows(targets, window.offset, window.length);
+    for (const { offset: at, length } of pieces(window.offset, window.length, HASH_WINDOW)) {
       if (!allocated.some((e) => e.offset < at + length && e.offset + e.length > at)) {
         report.skippedBytes += length;
         continue;

@@ -94,7 +94,6 @@ export interface EngineSummary {
   volume: string;
   engineId: string;
   epoch: number;
-  nbdSocket?: string;
   nbdPort?: number;
 }
 

@@ -11,6 +11,7 @@
 import type { Logger } from 'pino';
 import type { RangeLock } from '../replica/range-lock.js';
 import type { ReplicaMember } from './membership.js';
+import { type Piece, pieces, REQUEST_RANGE_STEP } from './ranges.js';
 import type { ReplicaLink, ReplicaSet } from './replica-set.js';
 
 export interface RebuildOptions {
@@ -29,8 +30,6 @@ export interface RebuildOptions {
   ) => void;
 }
 
-/** Largest TRIM or EXTENTS range per request (the protocol's length field is 32 bits). */
-const RANGE_STEP = 1024 * 1024 * 1024;
 const PROGRESS_RECORD_MS = 5000;
 
 class RebuildAborted extends Error {}
@@ -117,8 +116,8 @@ export class Rebuilder {
     let copied = 0;
     const seconds = () => Number(process.hrtime.bigint() - started) / 1e9;
     try {
-      for (let at = 0; at < size; at += RANGE_STEP)
-        await link.trim(at, Math.min(RANGE_STEP, size - at), false);
+      for (const piece of pieces(0, size, REQUEST_RANGE_STEP))
+        await link.trim(piece.offset, piece.length, false);
       const joined = await this.#set.changeReplicas(
         (r) => ({
           ...r,
@@ -166,13 +165,11 @@ export class Rebuilder {
 
   /** Copies every allocated extent of a readable replica; returns the bytes copied. */
   async #copy(node: string, target: ReplicaLink, size: number): Promise<number> {
-    const chunks: { offset: number; length: number }[] = [];
+    const chunks: Piece[] = [];
     const source = this.#source();
-    for (let at = 0; at < size; at += RANGE_STEP) {
-      for (const e of await source.extents(at, Math.min(RANGE_STEP, size - at))) {
-        for (let o = e.offset; o < e.offset + e.length; o += this.#options.chunkBytes) {
-          chunks.push({ offset: o, length: Math.min(this.#options.chunkBytes, e.offset + e.length - o) });
-        }
+    for (const window of pieces(0, size, REQUEST_RANGE_STEP)) {
+      for (const e of await source.extents(window.offset, window.length)) {
+        chunks.push(...pieces(e.offset, e.length, this.#options.chunkBytes));
       }
     }
     const total = chunks.reduce((sum, c) => sum + c.length, 0);
