@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { EngineHost, type EngineHostOptions } from '../../driver/engine/host.js';
 import type { Membership } from '../../driver/engine/membership.js';
 import { MemoryMembershipStore } from '../../driver/engine/memory-membership.js';
 import { ReplicaServer } from '../../driver/replica/server.js';
@@ -28,10 +29,24 @@ export interface LoopbackDataPlane {
   replicas: LoopbackReplica[];
   store: MemoryMembershipStore;
   root: string;
+  /**
+   * Starts an engine for the volume on `node` (takeover unless `mode` says join) serving NBD on a
+   * unix socket in `socketDir`; destroy() stops it.
+   */
+  startEngine(
+    node: string,
+    options: { socketDir: string; mode?: 'takeover' | 'join'; extra?: Partial<EngineHostOptions> },
+  ): Promise<LoopbackEngine>;
   /** Starts the replica server of `node` again (after stopReplica) on the same port. */
   restartReplica(node: string): Promise<void>;
   stopReplica(node: string): Promise<void>;
   destroy(): Promise<void>;
+}
+
+export interface LoopbackEngine {
+  host: EngineHost;
+  socket: string;
+  uri: string;
 }
 
 export async function startLoopbackDataPlane(options: {
@@ -63,6 +78,7 @@ export async function startLoopbackDataPlane(options: {
     if (r === undefined) throw new Error(`no replica on ${node}`);
     return r;
   };
+  const engines: EngineHost[] = [];
   return {
     volume,
     secret,
@@ -70,6 +86,23 @@ export async function startLoopbackDataPlane(options: {
     replicas,
     store,
     root,
+    async startEngine(node, { socketDir, mode = 'takeover', extra = {} }) {
+      const socket = join(socketDir, `${node}-${engines.length}.sock`);
+      const host = await EngineHost.start({
+        volume,
+        node,
+        secret,
+        store,
+        mode,
+        nbdSocket: socket,
+        requestTimeoutMs: 3000,
+        log: silentLogger(),
+        rebuild: { checkIntervalMs: 200 },
+        ...extra,
+      });
+      engines.push(host);
+      return { host, socket, uri: `nbd+unix:///${volume}?socket=${socket}` };
+    },
     async stopReplica(node) {
       await find(node).server.close();
     },
@@ -79,6 +112,7 @@ export async function startLoopbackDataPlane(options: {
       await r.server.listen('127.0.0.1', r.port);
     },
     async destroy() {
+      await Promise.allSettled(engines.map((e) => e.stop()));
       await Promise.allSettled(replicas.map((r) => r.server.close()));
       await rm(root, { recursive: true, force: true });
     },

@@ -4,7 +4,7 @@ import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { EngineHost, type EngineHostOptions } from '../../driver/engine/host.js';
+import type { EngineHostOptions } from '../../driver/engine/host.js';
 import type { Membership } from '../../driver/engine/membership.js';
 import { ReplicaClient, ReplicaError } from '../../driver/replica/client.js';
 import { type DecodedFrame, encodeFrame, FrameDecoder, helloProof } from '../../driver/replica/protocol.js';
@@ -24,37 +24,19 @@ const SIZE = 16 * MiB;
 describe('data plane on loopback', () => {
   let dp: LoopbackDataPlane;
   let dir: string;
-  let hosts: EngineHost[];
 
   beforeEach(async () => {
     dp = await startLoopbackDataPlane({ replicas: 3, sizeBytes: SIZE });
     dir = await mkdtemp(join(tmpdir(), 'tandem-dp-nbd-'));
-    hosts = [];
   });
 
   afterEach(async () => {
-    await Promise.allSettled(hosts.map((h) => h.stop()));
     await dp.destroy();
     await rm(dir, { recursive: true, force: true });
   });
 
-  async function startHost(node: string, mode: 'takeover' | 'join', extra: Partial<EngineHostOptions> = {}) {
-    const socket = join(dir, `${node}-${hosts.length}.sock`);
-    const host = await EngineHost.start({
-      volume: dp.volume,
-      node,
-      secret: dp.secret,
-      store: dp.store,
-      mode,
-      nbdSocket: socket,
-      requestTimeoutMs: 3000,
-      log: silentLogger(),
-      rebuild: { checkIntervalMs: 200 },
-      ...extra,
-    });
-    hosts.push(host);
-    return { host, socket, uri: `nbd+unix:///${dp.volume}?socket=${socket}` };
-  }
+  const startHost = (node: string, mode: 'takeover' | 'join', extra: Partial<EngineHostOptions> = {}) =>
+    dp.startEngine(node, { socketDir: dir, mode, extra });
 
   async function nbdcopy(from: string, to: string): Promise<void> {
     await run('nbdcopy', ['--connections=2', '--requests=16', '--flush', from, to], { timeoutMs: 40_000 });

@@ -1,7 +1,6 @@
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { EngineHost } from '../../driver/engine/host.js';
 import { attachBlockDevice, detachBlockDevice } from '../../driver/node/block-device.js';
 import { ensureFilesystem, FilesystemMismatchError } from '../../driver/node/filesystem.js';
 import { fuseLoopPaths, loopDevicesOf } from '../../driver/node/fuse-loop.js';
@@ -23,14 +22,12 @@ describe('attaching a volume on a node (nbdfuse + loop)', () => {
   let dp: LoopbackDataPlane;
   let dir: string;
   let stateDir: string;
-  let hosts: EngineHost[];
   const volumeId = 'pvc-node-attach';
 
   beforeEach(async () => {
     dp = await startLoopbackDataPlane({ replicas: 3, sizeBytes: SIZE });
     dir = await mkdtemp(join(tmpdir(), 'tandem-node-'));
     stateDir = join(dir, 'state');
-    hosts = [];
   });
 
   afterEach(async () => {
@@ -39,7 +36,6 @@ describe('attaching a volume on a node (nbdfuse + loop)', () => {
     for (const m of ours.reverse())
       if (!m.mountPoint.startsWith(join(dir, 'state'))) await unmount(m.mountPoint);
     await detachBlockDevice({ stateDir, volumeId }).catch(() => undefined);
-    await Promise.allSettled(hosts.map((h) => h.stop()));
     await dp.destroy();
     const left = (await readMountInfo()).filter((m) => m.mountPoint.startsWith(dir));
     const loops = await loopDevicesOf(fuseLoopPaths(stateDir, volumeId).file);
@@ -48,22 +44,7 @@ describe('attaching a volume on a node (nbdfuse + loop)', () => {
     expect(loops).toEqual([]);
   });
 
-  async function startEngine(node: string) {
-    const socket = join(dir, `${node}-${hosts.length}.sock`);
-    const host = await EngineHost.start({
-      volume: dp.volume,
-      node,
-      secret: dp.secret,
-      store: dp.store,
-      mode: 'takeover',
-      nbdSocket: socket,
-      requestTimeoutMs: 3000,
-      log: silentLogger(),
-      rebuild: { checkIntervalMs: 200 },
-    });
-    hosts.push(host);
-    return { host, socket };
-  }
+  const startEngine = (node: string) => dp.startEngine(node, { socketDir: dir });
 
   const attach = (socket: string) =>
     attachBlockDevice({ socketPath: socket, exportName: dp.volume, stateDir, volumeId, frontend: 'nbdfuse' });
