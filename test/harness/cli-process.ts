@@ -2,12 +2,22 @@ import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { packageRoot } from '../../lib/paths.js';
 
-/** The tandem CLI as a real child process, run from its TypeScript sources through tsx. */
+/**
+ * How to start the tandem CLI: the compiled entry when this process runs from dist/ (the lab),
+ * the TypeScript sources through tsx otherwise (tests).
+ */
+export function tandemEntry(): string[] {
+  const main = process.argv[1] ?? '';
+  if (/[/\\]dist[/\\]cli[/\\]main\.js$/.test(main)) return [main];
+  return ['--import', 'tsx', join(packageRoot(), 'cli', 'main.ts')];
+}
+
+/** The tandem CLI as a real child process (from its TypeScript sources through tsx under jest). */
 export function spawnTandem(
   args: readonly string[],
   env: NodeJS.ProcessEnv = {},
 ): ChildProcessWithoutNullStreams {
-  return spawn(process.execPath, ['--import', 'tsx', join(packageRoot(), 'cli', 'main.ts'), ...args], {
+  return spawn(process.execPath, [...tandemEntry(), ...args], {
     cwd: packageRoot(),
     env: { ...process.env, ...env },
   });

@@ -7,10 +7,11 @@ import { type Logger, silentLogger } from '../../lib/log.js';
 import { manifestsDir, packageRoot } from '../../lib/paths.js';
 import { isProcessAlive } from '../../lib/pid.js';
 import { type RunningWebhook, runWebhook } from '../../webhook/run.js';
+import { tandemEntry } from './cli-process.js';
 import { type ControlPlane, startControlPlane } from './control-plane.js';
 import { SimulatedNetwork, type SimulatedNode } from './netns.js';
 import { freePort } from './ports.js';
-import { type EngineProcess, SimDataPlane, tandemEntry } from './sim-dataplane.js';
+import { type EngineProcess, SimDataPlane } from './sim-dataplane.js';
 import { toolPath } from './tools.js';
 import { registerWebhookConfigurations } from './webhook-registration.js';
 

@@ -17,6 +17,7 @@ import { installCrds } from '../../lib/kube/manifests.js';
 import { VolumeClient } from '../../lib/kube/volumes.js';
 import { manifestsDir, packageRoot } from '../../lib/paths.js';
 import type { Service } from '../../lib/service.js';
+import { tandemEntry } from './cli-process.js';
 import { type ControlPlane, startControlPlane } from './control-plane.js';
 import { SimulatedNetwork as Network, type SimulatedNetwork, type SimulatedNode } from './netns.js';
 import { canConnect, waitFor } from './readiness.js';
@@ -306,14 +307,4 @@ export class SimDataPlane {
     if (process.env.TANDEM_KEEP_TEST_STATE === '1') process.stderr.write(`kept ${this.dir}\n`);
     else await rm(this.dir, { recursive: true, force: true });
   }
-}
-
-/**
- * How to start the tandem CLI: the compiled entry when this process runs from dist/ (the lab),
- * the TypeScript sources through tsx otherwise (tests).
- */
-export function tandemEntry(): string[] {
-  const main = process.argv[1] ?? '';
-  if (/[/\\]dist[/\\]cli[/\\]main\.js$/.test(main)) return [main];
-  return ['--import', 'tsx', join(packageRoot(), 'cli', 'main.ts')];
 }

@@ -14,8 +14,9 @@ import { ReplicaClient, ReplicaError } from '../../driver/replica/client.js';
 import { run } from '../../lib/exec.js';
 import { silentLogger } from '../../lib/log.js';
 import { packageRoot } from '../../lib/paths.js';
+import { tandemEntry } from '../harness/cli-process.js';
 import { fioJobs, fioVerify as fioVerify24 } from '../harness/fio.js';
-import { type EngineProcess, REPLICA_PORT, SimDataPlane, tandemEntry } from '../harness/sim-dataplane.js';
+import { type EngineProcess, REPLICA_PORT, SimDataPlane } from '../harness/sim-dataplane.js';
 
 jest.setTimeout(240_000);
 
