@@ -12,6 +12,7 @@ import * as fsp from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Volume } from '../../lib/api/volume.js';
 import { type Logger, silentLogger } from '../../lib/log.js';
+import { engineSocketPath } from '../csi/node-topology.js';
 import type { EngineSpec } from '../engine/engine-pool.js';
 import { checkVolumeName, isVolumeName, readMetadata, readSecret } from '../replica/metadata.js';
 import { ReplicaStore } from '../replica/store.js';
@@ -193,7 +194,7 @@ export class DataplaneReconciler {
       await this.#o.pool.start({
         volume: name,
         credentialFile,
-        nbdSocket: join(this.#o.runDir, `${name}.sock`),
+        nbdSocket: engineSocketPath(this.#o.runDir, name),
         join: want.join,
         requestTimeoutMs: this.#o.engineRequestTimeoutMs ?? 5000,
         rebuildIntervalMs: this.#o.engineRebuildIntervalMs ?? 3000,
