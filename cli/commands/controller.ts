@@ -1,6 +1,17 @@
 import { Command, Option } from '@commander-js/extra-typings';
+import { KubeControllerCluster } from '../../driver/controller/cluster.js';
+import { controllerHandlers } from '../../driver/controller/service.js';
+import { identityHandlers } from '../../driver/csi/identity.js';
+import { csiServices } from '../../driver/csi/proto.js';
+import { CsiServer } from '../../driver/csi/server.js';
+import { CREDENTIAL_NAMESPACE } from '../../driver/dataplane/credentials.js';
+import { durationIn } from '../../lib/config.js';
+import { serveAdmin } from '../../lib/http-admin.js';
+import { loadKubeConfig } from '../../lib/kube/client.js';
+import { createLogger } from '../../lib/log.js';
+import { createRegistry } from '../../lib/metrics.js';
+import { untilStopSignal } from '../../lib/signals.js';
 import { csiEndpointOption, kubeconfigOption, logLevelOption, metricsAddressOption } from '../options.js';
-import { notYetAvailable } from './not-yet.js';
 
 export function controllerCommand() {
   return new Command('controller')
@@ -10,11 +21,54 @@ export function controllerCommand() {
     .addOption(csiEndpointOption())
     .addOption(kubeconfigOption())
     .addOption(
-      new Option('--leader-election-namespace <ns>', 'namespace of the leader-election Lease')
-        .default('tandem-system')
+      new Option('--namespace <ns>', "Tandem's namespace: credential Secrets, node Leases, the leader Lease")
+        .default(CREDENTIAL_NAMESPACE)
         .env('POD_NAMESPACE'),
+    )
+    .addOption(
+      new Option(
+        '--engine-wait <duration>',
+        'how long ControllerPublishVolume waits for the engine before answering UNAVAILABLE (the attacher retries)',
+      )
+        .argParser(durationIn(1000, 600_000))
+        .default(60_000, '60s'),
     )
     .addOption(metricsAddressOption('0.0.0.0:9501'))
     .addOption(logLevelOption())
-    .action(notYetAvailable('controller', 5));
+    .action(async (options) => {
+      const log = createLogger('controller', options.logLevel);
+      const kc = loadKubeConfig(options.kubeconfig);
+      const cluster = new KubeControllerCluster(kc, options.namespace);
+      const services = csiServices();
+      const server = new CsiServer({
+        endpoint: options.csiEndpoint,
+        logger: log,
+        services: [
+          {
+            definition: services.Identity,
+            // Ready when the API answers the reads every call starts with.
+            handlers: identityHandlers({
+              ready: async () => {
+                await cluster.listNodes();
+                return true;
+              },
+            }),
+          },
+          {
+            definition: services.Controller,
+            handlers: controllerHandlers({ cluster, engineWaitMs: options.engineWait }),
+          },
+        ],
+      });
+      const metrics = await serveAdmin(
+        createRegistry('controller'),
+        options.metricsAddress.host,
+        options.metricsAddress.port,
+      );
+      await server.start();
+      const signal = await untilStopSignal();
+      log.info({ signal }, 'shutting down');
+      await server.stop();
+      await metrics.close();
+    });
 }

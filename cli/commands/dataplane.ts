@@ -1,5 +1,9 @@
-import { Command, Option } from '@commander-js/extra-typings';
+import { mkdir } from 'node:fs/promises';
+import { Command, InvalidArgumentError, Option } from '@commander-js/extra-typings';
 import { Registry } from 'prom-client';
+import { DEFAULT_ENGINE_SOCKET_DIR } from '../../driver/csi/node-topology.js';
+import { CREDENTIAL_NAMESPACE } from '../../driver/dataplane/credentials.js';
+import { type NodeAgent, startNodeAgent } from '../../driver/dataplane/node-agent.js';
 import { EnginePool, parseEngineSpec } from '../../driver/engine/engine-pool.js';
 import { KubeMembershipStore } from '../../driver/engine/kube-membership.js';
 import { EngineMetrics } from '../../driver/engine/metrics.js';
@@ -42,6 +46,30 @@ export function dataplaneCommand() {
         .env('TANDEM_DATAPLANE_ADMIN'),
     )
     .addOption(kubeconfigOption())
+    .addOption(
+      new Option(
+        '--reconcile',
+        'run the replicas and engines the Volume resources ask of this node, and register the node (the DaemonSet mode)',
+      ).env('TANDEM_DATAPLANE_RECONCILE'),
+    )
+    .addOption(
+      new Option(
+        '--advertise-address <host:port>',
+        "the replica server's address as other nodes reach it (default: --listen, which must then not be 0.0.0.0)",
+      )
+        .argParser(parseHostPort)
+        .env('TANDEM_ADVERTISE_ADDRESS'),
+    )
+    .addOption(
+      new Option('--engine-socket-dir <path>', "where engines' NBD sockets go (shared with the node plugin)")
+        .default(DEFAULT_ENGINE_SOCKET_DIR)
+        .env('TANDEM_ENGINE_SOCKET_DIR'),
+    )
+    .addOption(
+      new Option('--namespace <ns>', "Tandem's namespace: credential Secrets and node Leases")
+        .default(CREDENTIAL_NAMESPACE)
+        .env('POD_NAMESPACE'),
+    )
     .addOption(logLevelOption())
     .action(async (options) => {
       const log = createLogger('dataplane', options.logLevel).child({ node: options.nodeId });
@@ -76,8 +104,28 @@ export function dataplaneCommand() {
         },
         '/engines/list': () => pool.list(),
       });
+      let agent: NodeAgent | undefined;
+      if (options.reconcile) {
+        const advertise = options.advertiseAddress ?? { host: options.listen.host, port };
+        if (advertise.host === '0.0.0.0' || advertise.host === '::')
+          throw new InvalidArgumentError(
+            '--reconcile needs --advertise-address (or TANDEM_ADVERTISE_ADDRESS): --listen is a wildcard address, which other nodes cannot reach',
+          );
+        await mkdir(options.engineSocketDir, { recursive: true, mode: 0o750 });
+        agent = await startNodeAgent({
+          kc: loadKubeConfig(options.kubeconfig),
+          node: options.nodeId,
+          namespace: options.namespace,
+          dataDir: options.dataDir,
+          engineSocketDir: options.engineSocketDir,
+          advertiseAddress: `${advertise.host}:${advertise.port}`,
+          pool,
+          log,
+        });
+      }
       log.info(
         {
+          reconcile: agent !== undefined,
           host: options.listen.host,
           port,
           dataDir: options.dataDir,
@@ -88,6 +136,8 @@ export function dataplaneCommand() {
       );
       const signal = await untilStopSignal();
       log.info({ signal }, 'shutting down');
+      // The reconciler first, so it does not start engines again while they are being stopped.
+      await agent?.stop();
       await pool.stopAll();
       await server.close();
       await Promise.all([metricsServer.close(), admin.close()]);

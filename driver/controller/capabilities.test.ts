@@ -6,7 +6,6 @@ import { CsiError } from '../csi/errors.js';
 import { csiProtoPath } from '../csi/proto.js';
 import {
   CONTROLLER_CAPABILITIES,
-  type CsiAccessMode,
   type CsiVolumeCapability,
   controllerGetCapabilities,
   NODE_CAPABILITIES,

@@ -202,10 +202,11 @@ export const CONTROLLER_CAPABILITIES: readonly ControllerCapability[] = Object.f
   // The engines' nodes (two during a migration): external-attacher reconciles
   // VolumeAttachments against these, which catches an engine lost by a crash.
   'LIST_VOLUMES_PUBLISHED_NODES',
-  // Not GET_CAPACITY: topology is per node, but a volume's replicas sit on
-  // other nodes, so a node's free space says nothing about whether a pod there
-  // can get a volume; capacity tracking would keep pods off nodes with full
-  // disks for no reason. Placement refusals come back as RESOURCE_EXHAUSTED.
+  // GetCapacity answers for the cluster as a whole (engines reach replicas
+  // over the network, so a node's own disk says nothing about whether a pod
+  // there can get a volume). The manifests leave the provisioner's capacity
+  // tracking off for that reason; the call serves monitoring and csi-sanity.
+  'GET_CAPACITY',
 
   // Identity advertises ONLINE expansion; the resizer needs this to call us.
   'EXPAND_VOLUME',

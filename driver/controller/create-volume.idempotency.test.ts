@@ -7,8 +7,6 @@ import {
   mountCapability,
   refusal,
 } from '../../test/harness/csi-requests.js';
-import { CsiError } from '../csi/errors.js';
-import type { CsiAccessMode, CsiVolumeCapability } from './capabilities.js';
 import {
   type CreateVolumePlan,
   type CreateVolumeRequest,
@@ -19,7 +17,7 @@ import {
 
 const GiB = 1024 ** 3;
 
-const mount = mountCapability;
+const _mount = mountCapability;
 const block = blockCapability;
 
 const request = createVolumeRequest;

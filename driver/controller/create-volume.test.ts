@@ -5,8 +5,7 @@ import {
   mountCapability,
   refusal,
 } from '../../test/harness/csi-requests.js';
-import { CsiError } from '../csi/errors.js';
-import type { CsiAccessMode, CsiVolumeCapability } from './capabilities.js';
+import type { CsiVolumeCapability } from './capabilities.js';
 import { type CreateVolumeRequest, DEFAULT_VOLUME_BYTES, planCreateVolume } from './create-volume.js';
 
 const GiB = 1024 ** 3;

@@ -31,6 +31,15 @@ export class VolumeClient {
     return (await this.api.createClusterCustomObject({ ...coordinates, body: volume })) as Volume;
   }
 
+  /** Replaces metadata and spec (status is ignored by the apiserver); 409 when resourceVersion is stale. */
+  async replace(volume: Volume): Promise<Volume> {
+    return (await this.api.replaceClusterCustomObject({
+      ...coordinates,
+      name: volume.metadata.name,
+      body: volume,
+    })) as Volume;
+  }
+
   /** Replaces status only; fails with 409 when resourceVersion is stale (optimistic concurrency). */
   async replaceStatus(volume: Volume): Promise<Volume> {
     return (await this.api.replaceClusterCustomObjectStatus({

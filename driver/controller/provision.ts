@@ -1,0 +1,148 @@
+/**
+ * CreateVolume and DeleteVolume over the Volume resources. Every step is derived from what the
+ * cluster already holds, so a call retried after a crash at any point picks up where the first
+ * attempt stopped: the Volume (spec), then its credential Secret, then the placement (status).
+ */
+import { status } from '@grpc/grpc-js';
+import { newVolume, type ReplicaStatus, type Volume } from '../../lib/api/volume.js';
+import { aborted, alreadyExists, CsiError, failedPrecondition, invalidArgument } from '../csi/errors.js';
+import type { RpcContext } from '../csi/rpc.js';
+import { type ControllerCluster, updateVolume } from './cluster.js';
+import { type CreateVolumeRequest, planCreateVolume, sameVolume, volumeSpecFor } from './create-volume.js';
+import { nodeInventory } from './inventory.js';
+import { type CsiTopology, placeReplicas } from './placement.js';
+import { CSI_NAME_ANNOTATION, csiNameOf, volumeIdFor } from './volume-id.js';
+import { type CsiVolume, csiVolume } from './volume-view.js';
+
+export interface ProvisionDeps {
+  cluster: ControllerCluster;
+  /** Reports a refusal the user must see (no room for replicas) on the claim; optional. */
+  warn?: (volume: string, reason: string, message: string, request: CreateVolumeRequest) => void;
+}
+
+export async function createVolume(
+  deps: ProvisionDeps,
+  request: CreateVolumeRequest,
+  context: RpcContext,
+): Promise<{ volume: CsiVolume }> {
+  const plan = planCreateVolume(request);
+  if (plan.accessMode === 'ReadWriteMany' && plan.volumeMode === 'Filesystem') {
+    // Refused before anything is created: a volume nobody could mount is worse than a clear no.
+    throw new CsiError(
+      status.UNIMPLEMENTED,
+      'ReadWriteMany Filesystem volumes are served over NFS by a share manager, which this Tandem build does not include yet; use ReadWriteOnce, or ReadWriteMany Block with a migratable class',
+    );
+  }
+  const id = volumeIdFor(plan.name);
+  const { cluster } = deps;
+  let volume = await cluster.getVolume(id);
+  if (volume === undefined) {
+    const fresh = newVolume(id, volumeSpecFor(plan));
+    fresh.metadata.annotations = { [CSI_NAME_ANNOTATION]: plan.name };
+    fresh.metadata.labels = { 'app.kubernetes.io/managed-by': 'tandem' };
+    volume = (await cluster.createVolume(fresh)) ?? (await cluster.getVolume(id));
+    if (volume === undefined) throw aborted(`volume ${id} was created and deleted meanwhile; retry`);
+    context.logger.info({ volume: id, sizeBytes: plan.sizeBytes }, 'Volume created');
+  }
+  if (csiNameOf(volume) !== plan.name)
+    throw alreadyExists(`volume id ${id} belongs to the CSI volume ${csiNameOf(volume)}, not ${plan.name}`);
+  sameVolume(volume, plan);
+  if (volume.metadata.deletionTimestamp)
+    throw aborted(`volume ${id} is being deleted; a CreateVolume with this name succeeds once it is gone`);
+
+  await cluster.ensureCredential(id);
+  if ((volume.status?.replicas ?? []).length < volume.spec.numberOfReplicas) {
+    try {
+      volume = await placeVolume(cluster, id, plan.topology);
+    } catch (err) {
+      if (err instanceof CsiError && err.code === status.RESOURCE_EXHAUSTED)
+        deps.warn?.(id, 'NoRoomForReplicas', err.message, request);
+      throw err;
+    }
+  }
+  return { volume: csiVolume(volume, accessibleTopology(plan.topology.requisite)) };
+}
+
+/** Writes the replica placement into status (existing replicas kept, missing ones placed). */
+async function placeVolume(
+  cluster: ControllerCluster,
+  id: string,
+  topology: { requisite: CsiTopology[]; preferred: CsiTopology[] },
+): Promise<Volume> {
+  const nodes = await nodeInventory(cluster);
+  const updated = await updateVolume(
+    cluster,
+    id,
+    (volume) => {
+      const current = volume.status?.replicas ?? [];
+      if (current.length >= volume.spec.numberOfReplicas) return undefined;
+      const chosen = placeReplicas({
+        replicas: volume.spec.numberOfReplicas,
+        nodes,
+        sizeBytes: volume.spec.sizeBytes,
+        topology,
+        existing: current.map((r) => r.node),
+      });
+      const added: ReplicaStatus[] = chosen
+        .filter((node) => !current.some((r) => r.node === node))
+        .map((node) => ({
+          node,
+          address: nodes.find((n) => n.name === node)?.address ?? '',
+          // A new volume's replicas are all empty, so all equal: every one starts readable.
+          mode: current.length === 0 ? 'ReadWrite' : 'WriteOnly',
+        }));
+      const replicas = [...current, ...added];
+      volume.status = {
+        ...volume.status,
+        epoch: volume.status?.epoch ?? 1,
+        replicas,
+        engines: volume.status?.engines ?? [],
+        state: volume.status?.state ?? 'Detached',
+        robustness: 'Healthy',
+        healthyReplicas: replicas.filter((r) => r.mode === 'ReadWrite').length,
+      };
+      return volume;
+    },
+    'status',
+  );
+  if (updated === undefined) throw aborted(`volume ${id} was deleted while it was being placed`);
+  return updated;
+}
+
+/**
+ * The topology the volume is accessible from: the requisite terms it was asked for (engines
+ * reach replicas over the network, so any node inside them can use it), or unconstrained.
+ */
+function accessibleTopology(requisite: readonly CsiTopology[]): CsiTopology[] {
+  return requisite.map((term) => ({ segments: { ...term.segments } }));
+}
+
+export interface DeleteVolumeRequest {
+  volume_id: string;
+}
+
+export async function deleteVolume(
+  deps: ProvisionDeps,
+  request: DeleteVolumeRequest,
+  context: RpcContext,
+): Promise<Record<string, never>> {
+  const id = request.volume_id;
+  if (!id) throw invalidArgument('volume_id is empty');
+  const { cluster } = deps;
+  const volume = await cluster.getVolume(id);
+  if (volume !== undefined) {
+    const engines = new Set([
+      ...(volume.spec.engines ?? []).map((e) => e.node),
+      ...(volume.status?.engines ?? []).map((e) => e.node),
+    ]);
+    if (engines.size > 0)
+      throw failedPrecondition(
+        `volume ${id} is still attached to ${[...engines].join(', ')}; it can be deleted once every VolumeAttachment of it is gone`,
+      );
+    await cluster.deleteVolume(id);
+    context.logger.info({ volume: id }, 'Volume deleted; the nodes remove its replicas');
+  }
+  // After the Volume: a node removing a replica needs no credential, one creating it does.
+  await cluster.deleteCredential(id);
+  return {};
+}

@@ -1,0 +1,204 @@
+/**
+ * ControllerPublishVolume / ControllerUnpublishVolume: the nodes that should run an engine are
+ * `spec.engines` of the Volume; the node's data plane starts or stops the engine, and the engine
+ * registers itself in `status.engines`. Publish returns once that engine serves, unpublish once
+ * it is gone, so a VolumeAttachment is attached exactly when I/O can flow.
+ */
+import type { Volume } from '../../lib/api/volume.js';
+import { failedPrecondition, invalidArgument, notFound, unavailable } from '../csi/errors.js';
+import type { RpcContext } from '../csi/rpc.js';
+import { type CsiVolumeCapability, validateVolumeCapabilities } from './capabilities.js';
+import { type ControllerCluster, updateVolume } from './cluster.js';
+import { nodeInventory } from './inventory.js';
+import { checkMigrationPods } from './pod-identity.js';
+
+export interface PublishDeps {
+  cluster: ControllerCluster;
+  /** How long a call waits for the engine before answering UNAVAILABLE (the attacher retries). */
+  engineWaitMs?: number;
+  pollMs?: number;
+}
+
+export interface ControllerPublishVolumeRequest {
+  volume_id: string;
+  node_id: string;
+  volume_capability?: CsiVolumeCapability | null;
+  readonly?: boolean;
+  volume_context?: Record<string, string>;
+}
+
+const MAX_ENGINES = 2;
+
+export async function controllerPublishVolume(
+  deps: PublishDeps,
+  request: ControllerPublishVolumeRequest,
+  context: RpcContext,
+): Promise<{ publish_context: Record<string, string> }> {
+  const { volume_id: id, node_id: node } = request;
+  if (!id) throw invalidArgument('volume_id is empty');
+  if (!node) throw invalidArgument('node_id is empty');
+  if (!request.volume_capability) throw invalidArgument('volume_capability is missing');
+  const { cluster } = deps;
+  const volume = await cluster.getVolume(id);
+  if (volume === undefined || volume.metadata.deletionTimestamp)
+    throw notFound(`volume ${id} does not exist`);
+  const check = validateVolumeCapabilities([request.volume_capability], volume);
+  if (!check.confirmed) throw invalidArgument(check.message);
+
+  const inventory = await nodeInventory(cluster);
+  const target = inventory.find((n) => n.name === node);
+  if (target === undefined)
+    throw notFound(
+      `node ${node} runs no Tandem data plane (no registration Lease); is tandem-dataplane scheduled there?`,
+    );
+
+  const engines = (volume.spec.engines ?? []).map((e) => e.node);
+  if (!engines.includes(node)) {
+    if (!target.alive)
+      throw unavailable(
+        `the data plane on node ${node} has stopped renewing its registration; cannot start an engine there`,
+      );
+    await admitNewEngine(deps, volume, node, engines);
+    await updateVolume(
+      cluster,
+      id,
+      (fresh) => {
+        const current = (fresh.spec.engines ?? []).map((e) => e.node);
+        if (current.includes(node)) return undefined;
+        // Re-checked on the fresh copy: a concurrent publish to another node may have won.
+        if (current.length > 0 && !fresh.spec.migratable)
+          throw failedPrecondition(publishedElsewhere(id, current, fresh));
+        if (current.length >= MAX_ENGINES) throw failedPrecondition(tooManyEngines(id, current));
+        fresh.spec.engines = [...(fresh.spec.engines ?? []), { node }];
+        return fresh;
+      },
+      'spec',
+    );
+    context.logger.info({ volume: id, node, engines: [...engines, node] }, 'engine requested');
+  }
+  await waitForEngine(deps, id, node, context.signal, true);
+  return { publish_context: {} };
+}
+
+/** The rules for adding an engine to a volume that may already have one. */
+async function admitNewEngine(
+  deps: PublishDeps,
+  volume: Volume,
+  node: string,
+  engines: string[],
+): Promise<void> {
+  const id = volume.metadata.name;
+  if (engines.length === 0) return;
+  if (!volume.spec.migratable) throw failedPrecondition(publishedElsewhere(id, engines, volume));
+  if (engines.length >= MAX_ENGINES) throw failedPrecondition(tooManyEngines(id, engines));
+  // Defence in depth behind the webhook: only the pods of one VM may make a second engine.
+  const pods = await deps.cluster.podsUsingVolume(id);
+  const problem = checkMigrationPods(pods, [...engines, node]);
+  if (problem) throw failedPrecondition(`volume ${id}: ${problem}`);
+}
+
+function publishedElsewhere(id: string, engines: string[], volume: Volume): string {
+  return `volume ${id} (${volume.spec.accessMode} ${volume.spec.volumeMode}) is already published on node ${engines.join(', ')}; only migratable ReadWriteMany Block volumes are published on two nodes. Stop the pod using it there first`;
+}
+
+function tooManyEngines(id: string, engines: string[]): string {
+  return `volume ${id} already has engines on ${engines.join(' and ')} (a live migration in progress); at most ${MAX_ENGINES}`;
+}
+
+export interface ControllerUnpublishVolumeRequest {
+  volume_id: string;
+  node_id: string;
+}
+
+export async function controllerUnpublishVolume(
+  deps: PublishDeps,
+  request: ControllerUnpublishVolumeRequest,
+  context: RpcContext,
+): Promise<Record<string, never>> {
+  const { volume_id: id, node_id: node } = request;
+  if (!id) throw invalidArgument('volume_id is empty');
+  const { cluster } = deps;
+  const volume = await cluster.getVolume(id);
+  if (volume === undefined) return {};
+  const wanted = (volume.spec.engines ?? []).map((e) => e.node);
+  // An empty node_id means every node (CSI: the CO does not know where it is published).
+  const leaving = node ? [node] : wanted;
+  if (leaving.some((n) => wanted.includes(n))) {
+    await updateVolume(
+      cluster,
+      id,
+      (fresh) => {
+        const engines = fresh.spec.engines ?? [];
+        if (!engines.some((e) => leaving.includes(e.node))) return undefined;
+        fresh.spec.engines = engines.filter((e) => !leaving.includes(e.node));
+        return fresh;
+      },
+      'spec',
+    );
+    context.logger.info({ volume: id, nodes: leaving }, 'engine removal requested');
+  }
+  for (const n of leaving) await waitForEngineGone(deps, id, n, context);
+  return {};
+}
+
+/**
+ * Waits until the node's engine has left. A node whose data plane stopped renewing its Lease
+ * cannot stop anything: its engine is struck from status.engines with a new epoch instead, so
+ * the next engine's takeover fences whatever the lost one might still send.
+ */
+async function waitForEngineGone(
+  deps: PublishDeps,
+  id: string,
+  node: string,
+  context: RpcContext,
+): Promise<void> {
+  const inventory = await nodeInventory(deps.cluster);
+  const record = inventory.find((n) => n.name === node);
+  if (record?.alive) {
+    await waitForEngine(deps, id, node, context.signal, false);
+    return;
+  }
+  await updateVolume(
+    deps.cluster,
+    id,
+    (fresh) => {
+      const engines = fresh.status?.engines ?? [];
+      if (!engines.some((e) => e.node === node)) return undefined;
+      fresh.status = {
+        ...fresh.status,
+        engines: engines.filter((e) => e.node !== node),
+        epoch: (fresh.status?.epoch ?? 0) + 1,
+      };
+      return fresh;
+    },
+    'status',
+  );
+  context.logger.warn({ volume: id, node }, 'engine of a lost node struck from the volume with a new epoch');
+}
+
+async function waitForEngine(
+  deps: PublishDeps,
+  id: string,
+  node: string,
+  signal: AbortSignal,
+  present: boolean,
+): Promise<void> {
+  const deadline = Date.now() + (deps.engineWaitMs ?? 60_000);
+  const poll = deps.pollMs ?? 100;
+  for (;;) {
+    const volume = await deps.cluster.getVolume(id);
+    if (volume === undefined) {
+      if (present) throw notFound(`volume ${id} was deleted`);
+      return;
+    }
+    const has = (volume.status?.engines ?? []).some((e) => e.node === node);
+    if (has === present) return;
+    if (signal.aborted || Date.now() >= deadline)
+      throw unavailable(
+        present
+          ? `the engine of volume ${id} on node ${node} is not serving yet; the data plane there starts it (see its log)`
+          : `the engine of volume ${id} on node ${node} has not stopped yet`,
+      );
+    await new Promise((resolve) => setTimeout(resolve, poll));
+  }
+}

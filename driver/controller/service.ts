@@ -1,0 +1,58 @@
+/**
+ * The CSI Controller service: each RPC is a small function over the ControllerCluster interface,
+ * assembled here into the record serviceImplementation() serves.
+ */
+import type { RpcContext } from '../csi/rpc.js';
+import { controllerGetCapabilities } from './capabilities.js';
+import type { ControllerCluster } from './cluster.js';
+import type { CreateVolumeRequest } from './create-volume.js';
+import { type ControllerExpandVolumeRequest, controllerExpandVolume } from './expand.js';
+import { type GetCapacityRequest, getCapacity } from './inventory.js';
+import { createVolume, type DeleteVolumeRequest, deleteVolume } from './provision.js';
+import {
+  type ControllerPublishVolumeRequest,
+  type ControllerUnpublishVolumeRequest,
+  controllerPublishVolume,
+  controllerUnpublishVolume,
+} from './publish.js';
+import {
+  controllerGetVolume,
+  type ListVolumesRequest,
+  listVolumes,
+  type ValidateVolumeCapabilitiesRequest,
+  validateCapabilities,
+} from './queries.js';
+
+export interface ControllerServiceOptions {
+  cluster: ControllerCluster;
+  /** Warnings a user must see, recorded as Events (on the claim when the provisioner says which). */
+  warn?: (volume: string, reason: string, message: string, request: CreateVolumeRequest) => void;
+  engineWaitMs?: number;
+}
+
+export function controllerHandlers(options: ControllerServiceOptions) {
+  const { cluster } = options;
+  const publishDeps = {
+    cluster,
+    ...(options.engineWaitMs === undefined ? {} : { engineWaitMs: options.engineWaitMs }),
+  };
+  const provisionDeps = { cluster, ...(options.warn ? { warn: options.warn } : {}) };
+  return {
+    CreateVolume: (request: CreateVolumeRequest, context: RpcContext) =>
+      createVolume(provisionDeps, request, context),
+    DeleteVolume: (request: DeleteVolumeRequest, context: RpcContext) =>
+      deleteVolume(provisionDeps, request, context),
+    ControllerPublishVolume: (request: ControllerPublishVolumeRequest, context: RpcContext) =>
+      controllerPublishVolume(publishDeps, request, context),
+    ControllerUnpublishVolume: (request: ControllerUnpublishVolumeRequest, context: RpcContext) =>
+      controllerUnpublishVolume(publishDeps, request, context),
+    ValidateVolumeCapabilities: (request: ValidateVolumeCapabilitiesRequest) =>
+      validateCapabilities(cluster, request),
+    ListVolumes: (request: ListVolumesRequest) => listVolumes(cluster, request),
+    GetCapacity: (request: GetCapacityRequest) => getCapacity(cluster, request),
+    ControllerGetCapabilities: async () => controllerGetCapabilities(),
+    ControllerExpandVolume: (request: ControllerExpandVolumeRequest, context: RpcContext) =>
+      controllerExpandVolume(cluster, request, context),
+    ControllerGetVolume: (request: { volume_id: string }) => controllerGetVolume(cluster, request),
+  };
+}
