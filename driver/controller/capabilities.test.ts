@@ -169,6 +169,7 @@ describe('service capabilities', () => {
         'PUBLISH_UNPUBLISH_VOLUME',
         'LIST_VOLUMES',
         'LIST_VOLUMES_PUBLISHED_NODES',
+        'GET_CAPACITY',
         'EXPAND_VOLUME',
         'GET_VOLUME',
         'VOLUME_CONDITION',
