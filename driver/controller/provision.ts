@@ -70,6 +70,10 @@ async function placeVolume(
   topology: { requisite: CsiTopology[]; preferred: CsiTopology[] },
 ): Promise<Volume> {
   const nodes = await nodeInventory(cluster);
+  // The requisite topology says where the volume must be usable from, not where its data must
+  // sit: engines reach replicas over the network, so replicas may go anywhere. Requisite nodes
+  // are preferred after the preferred ones (a replica next to the engine saves a network hop).
+  const placement = { requisite: [], preferred: [...topology.preferred, ...topology.requisite] };
   const updated = await updateVolume(
     cluster,
     id,
@@ -80,7 +84,7 @@ async function placeVolume(
         replicas: volume.spec.numberOfReplicas,
         nodes,
         sizeBytes: volume.spec.sizeBytes,
-        topology,
+        topology: placement,
         existing: current.map((r) => r.node),
       });
       const added: ReplicaStatus[] = chosen

@@ -40,7 +40,8 @@ export async function listVolumes(
     );
   const after = token.slice(TOKEN_PREFIX.length);
   const volumes = (await cluster.listVolumes())
-    .filter((v) => v.metadata.name > after)
+    // A Volume being deleted waits only for its nodes to let go of it: for CSI it is gone.
+    .filter((v) => v.metadata.name > after && !v.metadata.deletionTimestamp)
     .sort((a, b) => (a.metadata.name < b.metadata.name ? -1 : 1));
   const page = max > 0 ? volumes.slice(0, max) : volumes;
   const last = page.at(-1);

@@ -85,11 +85,16 @@ export class CsiStack {
       '--namespace',
       this.namespace,
       '--metrics-address',
-      '127.0.0.1:0',
+      `127.0.0.1:${await freePort()}`,
       '--log-level',
       'debug',
     ]);
-    await waitFor('controller socket', () => canConnect({ path: this.controllerSocket }), 30_000);
+    await waitFor(
+      'controller socket',
+      () => canConnect({ path: this.controllerSocket }),
+      30_000,
+      this.#alive('controller'),
+    );
   }
 
   /** Starts the node's data plane and node plugin (either may already run). */
@@ -118,11 +123,16 @@ export class CsiStack {
       '--admin-address',
       `127.0.0.1:${admin}`,
       '--metrics-address',
-      '127.0.0.1:0',
+      `127.0.0.1:${await freePort()}`,
       '--log-level',
       'debug',
     ]);
-    await waitFor(`${name} data plane`, () => canConnect({ host: '127.0.0.1', port: admin }), 30_000);
+    await waitFor(
+      `${name} data plane`,
+      () => canConnect({ host: '127.0.0.1', port: admin }),
+      30_000,
+      this.#alive(role),
+    );
   }
 
   async startNodePlugin(name: string): Promise<void> {
@@ -140,11 +150,16 @@ export class CsiStack {
       '--state-dir',
       node.stateDir,
       '--metrics-address',
-      '127.0.0.1:0',
+      `127.0.0.1:${await freePort()}`,
       '--log-level',
       'debug',
     ]);
-    await waitFor(`${name} node plugin`, () => canConnect({ path: node.nodeSocket }), 30_000);
+    await waitFor(
+      `${name} node plugin`,
+      () => canConnect({ path: node.nodeSocket }),
+      30_000,
+      this.#alive(role),
+    );
   }
 
   /** SIGKILL, like a crashed pod; the process's state on disk and in the API stays. */
@@ -175,6 +190,12 @@ export class CsiStack {
     // TANDEM_KEEP_TEST_STATE=1 keeps the process logs for a post-mortem.
     if (process.env.TANDEM_KEEP_TEST_STATE === '1') process.stderr.write(`kept ${this.dir}\n`);
     else rmSync(this.dir, { recursive: true, force: true });
+  }
+
+  /** Alive while the role's process runs: a readiness wait gives up as soon as it died. */
+  #alive(role: Role): () => boolean {
+    const child = this.#children.get(role);
+    return () => child !== undefined && child.exitCode === null && child.signalCode === null;
   }
 
   #spawn(role: Role, args: string[]): void {

@@ -14,8 +14,28 @@ import { toolPath } from '../harness/tools.js';
 
 const MiB = 1024 * 1024;
 
-/** Specs csi-sanity skips against Tandem, each for a capability Tandem does not advertise (docs/csi.md). */
-const EXPECTED_SKIPS = [/snapshot/i, /clone|content source/i, /ModifyVolume|mutable/i, /GroupController/i];
+/**
+ * Specs csi-sanity skips against Tandem, each for a stated reason (the same list is in docs/csi.md,
+ * "csi-sanity"). A skip matching none of these fails the test: a new skip must be explained.
+ */
+const EXPECTED_SKIPS: { pattern: RegExp; reason: string }[] = [
+  { pattern: /snapshot/i, reason: 'no snapshots: CREATE_DELETE_SNAPSHOT / LIST_SNAPSHOTS not advertised' },
+  { pattern: /source volume|existing source/i, reason: 'no clones: CLONE_VOLUME not advertised' },
+  {
+    pattern: /volume attribute class|ModifyVolume/i,
+    reason: 'no mutable parameters: MODIFY_VOLUME not advertised',
+  },
+  { pattern: /max attach limit/i, reason: 'no per-node volume limit (max_volumes_per_node 0)' },
+  {
+    pattern: /already published but is incompatible/i,
+    reason: 'PUBLISH_READONLY not advertised (read-only is applied at NodePublish)',
+  },
+  {
+    pattern: /pagination should detect volumes added between pages/i,
+    reason: 'disabled upstream (XIt); covered by the controller unit tests',
+  },
+  { pattern: /GroupController/i, reason: 'no group controller service' },
+];
 
 interface SanityRun {
   exitCode: number | null;
@@ -101,7 +121,9 @@ describe('csi-sanity against the driver on two simulated nodes', () => {
       if (run.exitCode !== 0 || run.failed > 0)
         throw new Error(`csi-sanity (${accessType}) failed:\n${tail}`);
       expect(run.passed).toBeGreaterThan(50);
-      const unexplained = run.skipped.filter((name) => !EXPECTED_SKIPS.some((reason) => reason.test(name)));
+      const unexplained = run.skipped.filter(
+        (name) => !EXPECTED_SKIPS.some((skip) => skip.pattern.test(name)),
+      );
       expect(unexplained).toEqual([]);
     }, 900_000);
   }
