@@ -3,13 +3,21 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ApiException } from '@kubernetes/client-node';
 import { newVolume, type Volume } from '../../lib/api/volume.js';
+import { silentLogger } from '../../lib/log.js';
 import { RecordingPool } from '../../test/harness/recording-pool.js';
 import type { EnginePool, EngineSpec } from '../engine/engine-pool.js';
 import { readMetadata } from '../replica/metadata.js';
 import { ReplicaStore } from '../replica/store.js';
+import { VolumeRegistry } from '../replica/volume-registry.js';
 import { credentialFilePath } from './credentials.js';
 import type { VolumeWriter } from './finalizers.js';
-import { DataplaneReconciler, desiredState, type EngineRunner, type VolumeCache } from './reconciler.js';
+import {
+  DataplaneReconciler,
+  desiredState,
+  type EngineRunner,
+  type ReconcilerOptions,
+  type VolumeCache,
+} from './reconciler.js';
 
 const NODE = 'node-1';
 const FINALIZER = 'tandem.dev/dataplane-node-1';
@@ -88,6 +96,34 @@ function volume(name: string, opts: { replica?: boolean; engine?: boolean; peer?
   return v;
 }
 
+/** A pool whose engines serve a size (the spec's when started) and follow resize() unless waiting. */
+class SizedPool extends RecordingPool {
+  readonly sizes = new Map<string, number>();
+  readonly resizes: string[] = [];
+  waiting: string | undefined;
+
+  constructor(private readonly cluster: () => FakeCluster) {
+    super();
+  }
+
+  override async start(spec: EngineSpec) {
+    this.sizes.set(spec.volume, this.cluster().get(spec.volume)?.spec.sizeBytes ?? 0);
+    return super.start(spec);
+  }
+
+  override async list() {
+    return (await super.list()).map((e) => ({ ...e, sizeBytes: this.sizes.get(e.volume) ?? 0 }));
+  }
+
+  async resize(volume: string) {
+    this.resizes.push(volume);
+    const wanted = this.cluster().get(volume)?.spec.sizeBytes ?? 0;
+    if (this.waiting === undefined) this.sizes.set(volume, wanted);
+    const sizeBytes = this.sizes.get(volume) ?? 0;
+    return { sizeBytes, wanted, ...(this.waiting === undefined ? {} : { waiting: this.waiting }) };
+  }
+}
+
 describe('EngineRunner', () => {
   it('is what EnginePool offers (checked by the compiler)', () => {
     const fits = (pool: EnginePool): EngineRunner => pool;
@@ -121,19 +157,19 @@ describe('DataplaneReconciler', () => {
   let secrets: Map<string, Buffer>;
   let reconciler: DataplaneReconciler;
 
-  const make = () =>
-    new DataplaneReconciler({
-      node: NODE,
-      dataDir,
-      runDir: '/run/tandem',
-      volumes: cluster,
-      writer: cluster.writer,
-      pool,
-      credentials: { read: async (v) => secrets.get(v) },
-      resyncIntervalMs: 60_000,
-      initialBackoffMs: 10,
-      maxBackoffMs: 50,
-    });
+  const options = (): ReconcilerOptions => ({
+    node: NODE,
+    dataDir,
+    runDir: '/run/tandem',
+    volumes: cluster,
+    writer: cluster.writer,
+    pool,
+    credentials: { read: async (v) => secrets.get(v) },
+    resyncIntervalMs: 60_000,
+    initialBackoffMs: 10,
+    maxBackoffMs: 50,
+  });
+  const make = () => new DataplaneReconciler(options());
 
   beforeEach(() => {
     dataDir = mkdtempSync(join(tmpdir(), 'tandem-reconciler-test-'));
@@ -217,7 +253,7 @@ describe('DataplaneReconciler', () => {
     expect(reconciler.failures('vol-a')).toBe(0);
   });
 
-  it('leaves a smaller replica alone (expansion pending) and refuses a different credential', async () => {
+  it('grows a smaller replica on disk, refuses to shrink one and refuses a different credential', async () => {
     const store = await ReplicaStore.create(dataDir, {
       volume: 'vol-a',
       sizeBytes: 2 * MiB,
@@ -226,9 +262,57 @@ describe('DataplaneReconciler', () => {
     await store.close();
     cluster.put(volume('vol-a', { replica: true, size: 4 * MiB }));
     await reconciler.reconcile('vol-a');
-    expect((await readMetadata(join(dataDir, 'vol-a'))).sizeBytes).toBe(2 * MiB);
+    expect((await readMetadata(join(dataDir, 'vol-a'))).sizeBytes).toBe(4 * MiB);
+    expect(statSync(join(dataDir, 'vol-a', 'data')).size).toBe(4 * MiB);
+    await reconciler.reconcile('vol-a'); // nothing more to do
+    expect((await readMetadata(join(dataDir, 'vol-a'))).sizeBytes).toBe(4 * MiB);
+    cluster.put(volume('vol-a', { replica: true, size: 2 * MiB }));
+    await expect(reconciler.reconcile('vol-a')).rejects.toThrow(/volumes never shrink/);
+    expect((await readMetadata(join(dataDir, 'vol-a'))).sizeBytes).toBe(4 * MiB);
+    cluster.put(volume('vol-a', { replica: true, size: 4 * MiB }));
     secrets.set('vol-a', Buffer.alloc(32, 1));
     await expect(reconciler.reconcile('vol-a')).rejects.toThrow(/holds a different credential/);
+  });
+
+  it('grows a replica the replica server has open through its registry: sessions see the size at once', async () => {
+    await (
+      await ReplicaStore.create(dataDir, { volume: 'vol-a', sizeBytes: 2 * MiB, secret: credential })
+    ).close();
+    const registry = new VolumeRegistry(dataDir, silentLogger());
+    const session = await registry.acquire('vol-a');
+    await reconciler.stop();
+    reconciler = new DataplaneReconciler({ ...options(), replicas: registry });
+    cluster.put(volume('vol-a', { replica: true, size: 4 * MiB }));
+    await reconciler.reconcile('vol-a');
+    expect(session.store.sizeBytes).toBe(4 * MiB);
+    await session.store.write(4 * MiB - 4096, Buffer.alloc(4096, 1));
+    expect((await readMetadata(join(dataDir, 'vol-a'))).sizeBytes).toBe(4 * MiB);
+    await registry.release('vol-a', session);
+    await registry.closeAll();
+  });
+
+  it('asks a running engine serving less than spec.sizeBytes to resize, retrying while it waits', async () => {
+    const sized = new SizedPool(() => cluster);
+    pool = sized;
+    await reconciler.stop();
+    reconciler = make();
+    cluster.put(volume('vol-a', { replica: true, engine: true, size: 2 * MiB }));
+    await reconciler.reconcile('vol-a');
+    expect(sized.resizes).toEqual([]);
+
+    cluster.put(volume('vol-a', { replica: true, engine: true, size: 4 * MiB }));
+    sized.waiting = 'replica(s) on node-2 do not hold 4194304 bytes yet';
+    await expect(reconciler.reconcile('vol-a')).rejects.toThrow(
+      /expansion to 4194304 bytes pending: .*node-2/,
+    );
+    // The local replica was grown before the engine was asked.
+    expect((await readMetadata(join(dataDir, 'vol-a'))).sizeBytes).toBe(4 * MiB);
+    sized.waiting = undefined;
+    await reconciler.reconcile('vol-a');
+    expect(sized.resizes).toEqual(['vol-a', 'vol-a']);
+    expect(sized.sizes.get('vol-a')).toBe(4 * MiB);
+    await reconciler.reconcile('vol-a');
+    expect(sized.resizes).toHaveLength(2); // serving the spec's size: not asked again
   });
 
   it('a new instance converges from disk and API: removes leftovers of a vanished Volume', async () => {

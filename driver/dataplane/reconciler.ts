@@ -30,7 +30,18 @@ import { WorkQueue } from './work-queue.js';
 export interface EngineRunner {
   start(spec: EngineSpec): Promise<unknown>;
   stop(volume: string): Promise<unknown>;
-  list(): Promise<{ volume: string }[]>;
+  /** sizeBytes: what the engine serves; below spec.sizeBytes the reconciler asks it to resize. */
+  list(): Promise<{ volume: string; sizeBytes?: number }[]>;
+  /** Follow an expansion (EnginePool.resize); `waiting` set = not yet, try again later. */
+  resize?(volume: string): Promise<{ sizeBytes: number; wanted: number; waiting?: string } | undefined>;
+}
+
+/**
+ * Grows a replica the node's replica server may have open (VolumeRegistry.grow of the
+ * `tandem dataplane` process's ReplicaServer.registry), so its sessions see the new size at once.
+ */
+export interface ReplicaGrower {
+  grow(volume: string, sizeBytes: number): Promise<number>;
 }
 
 type VolumeEvent = 'add' | 'update' | 'delete';
@@ -52,6 +63,12 @@ export interface ReconcilerOptions {
   writer: VolumeWriter;
   pool: EngineRunner;
   credentials: CredentialSource;
+  /**
+   * The replica server's registry (ReplicaServer.registry) when it runs in this process: replicas
+   * are grown through it. Without it they are grown on disk, which is right only when no replica
+   * server has them open.
+   */
+  replicas?: ReplicaGrower;
   resyncIntervalMs?: number;
   concurrency?: number;
   initialBackoffMs?: number;
@@ -87,8 +104,6 @@ export class DataplaneReconciler {
   readonly #queue: WorkQueue;
   readonly #finalizer: string;
   readonly #onEvent = (volume: Volume) => this.#queue.add(volume.metadata.name);
-  /** Replicas already reported as waiting for expansion, so a resync does not repeat the line. */
-  readonly #expansionLogged = new Map<string, number>();
   #resyncTimer: NodeJS.Timeout | undefined;
   #started = false;
 
@@ -204,11 +219,30 @@ export class DataplaneReconciler {
       await this.#o.pool.stop(name);
       log.info({ reason: 'engine not wanted' }, 'engine stopped');
     }
+    if (want.engine && volume) await this.#resizeEngine(volume, log);
   }
 
   /**
-   * Creates the replica, or checks the existing one without opening it: opening would tidy up
-   * temp files a live replica server may be writing at that moment.
+   * An engine serving less than spec.sizeBytes is asked to follow. It does once every replica holds
+   * the new size; until the other nodes' reconcilers have grown theirs, the pass fails and is
+   * retried with backoff (growing a replica does not change the Volume, so no event would come).
+   */
+  async #resizeEngine(volume: Volume, log: Logger): Promise<void> {
+    const name = volume.metadata.name;
+    const engine = (await this.#o.pool.list()).find((e) => e.volume === name);
+    const wanted = volume.spec.sizeBytes;
+    if (engine?.sizeBytes === undefined || engine.sizeBytes >= wanted || !this.#o.pool.resize) return;
+    const result = await this.#o.pool.resize(name);
+    if (result === undefined) return;
+    if (result.waiting !== undefined)
+      throw new Error(`expansion to ${result.wanted} bytes pending: ${result.waiting}`);
+    log.info({ from: engine.sizeBytes, sizeBytes: result.sizeBytes }, 'engine expanded');
+  }
+
+  /**
+   * Creates the replica, or checks the existing one without opening it (opening would tidy up
+   * temp files a live replica server may be writing at that moment); grows it when it is smaller
+   * than spec.sizeBytes.
    */
   async #ensureReplica(volume: Volume, secret: Buffer, log: Logger): Promise<void> {
     const name = volume.metadata.name;
@@ -230,16 +264,26 @@ export class DataplaneReconciler {
         `replica ${name} holds a different credential than Secret ${credentialSecretName(name)}; not touching it`,
       );
     if (meta.sizeBytes < wanted) {
-      if (this.#expansionLogged.get(name) !== wanted)
-        log.info(
-          { replicaBytes: meta.sizeBytes, specBytes: wanted },
-          'expansion pending: the replica is smaller than spec.sizeBytes; not resized here',
-        );
-      this.#expansionLogged.set(name, wanted);
+      await this.#growReplica(name, wanted);
+      log.info({ from: meta.sizeBytes, sizeBytes: wanted }, 'replica grown');
     } else if (meta.sizeBytes > wanted) {
       throw new Error(
         `replica ${name} has ${meta.sizeBytes} bytes, more than spec.sizeBytes ${wanted}; volumes never shrink`,
       );
+    }
+  }
+
+  /** Through the live replica server when there is one: its sessions must see the new size. */
+  async #growReplica(name: string, sizeBytes: number): Promise<void> {
+    if (this.#o.replicas !== undefined) {
+      await this.#o.replicas.grow(name, sizeBytes);
+      return;
+    }
+    const store = await ReplicaStore.open(this.#o.dataDir, name);
+    try {
+      await store.grow(sizeBytes);
+    } finally {
+      await store.close();
     }
   }
 

@@ -13,6 +13,7 @@ import { readCredentialFile } from './credential.js';
 import { EngineHost } from './host.js';
 import type { MembershipStore } from './membership.js';
 import type { EngineMetrics } from './metrics.js';
+import type { ResizeResult } from './replica-link.js';
 
 export interface EngineSpec {
   volume: string;
@@ -94,6 +95,8 @@ export interface EngineSummary {
   volume: string;
   engineId: string;
   epoch: number;
+  /** The size the engine serves (below the Volume's spec.sizeBytes while an expansion waits). */
+  sizeBytes: number;
   nbdPort?: number;
 }
 
@@ -154,6 +157,16 @@ export class EnginePool {
     return { stopped: true };
   }
 
+  /**
+   * Lets the running engine of `volume` follow an expansion (EngineHost.resize); undefined when
+   * none runs here. `waiting` in the result says the engine still serves the old size.
+   */
+  async resize(volume: string): Promise<(ResizeResult & { volume: string }) | undefined> {
+    const host = await this.#engines.get(volume)?.catch(() => undefined);
+    if (host === undefined) return undefined;
+    return { volume, ...(await host.resize()) };
+  }
+
   async list(): Promise<EngineSummary[]> {
     const out: EngineSummary[] = [];
     for (const [volume, engine] of this.#engines) {
@@ -173,6 +186,7 @@ function summary(volume: string, host: EngineHost): EngineSummary {
     volume,
     engineId: host.engineId,
     epoch: host.set.record.epoch,
+    sizeBytes: host.set.sizeBytes,
     ...(host.tcpPort === undefined ? {} : { nbdPort: host.tcpPort }),
   };
 }

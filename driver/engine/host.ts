@@ -14,7 +14,7 @@ import { LocalReplicaLink } from './local-link.js';
 import type { MembershipStore } from './membership.js';
 import { EngineMetrics } from './metrics.js';
 import { Rebuilder, type RebuildOptions } from './rebuild.js';
-import { type Connector, ReplicaSet } from './replica-set.js';
+import { type Connector, ReplicaSet, type ResizeResult } from './replica-set.js';
 
 export interface EngineHostOptions {
   volume: string;
@@ -121,7 +121,7 @@ export class EngineHost {
     if (mode === 'takeover') await this.#resyncIfDirty();
     const nbd = new NbdServer({
       exportName: volume,
-      size: this.set.record.sizeBytes,
+      size: this.set.sizeBytes,
       device: this.engine,
       // FLUSH goes to every replica and covers every connection's acknowledged writes.
       multiConn: true,
@@ -148,7 +148,7 @@ export class EngineHost {
     if (readable.length < 2 || !readable.some((t) => t.link.dirty)) return;
     const started = Date.now();
     this.resync = await compareReplicas(readable, {
-      sizeBytes: this.set.record.sizeBytes,
+      sizeBytes: this.set.sizeBytes,
       lock: this.engine.lock,
       onDivergence: copyBlock,
     });
@@ -168,7 +168,7 @@ export class EngineHost {
     const volume = this.#options.volume;
     try {
       const report = await compareReplicas(this.set.readable(), {
-        sizeBytes: this.set.record.sizeBytes,
+        sizeBytes: this.set.sizeBytes,
         lock: this.engine.lock,
       });
       this.metrics.scrubDivergentBlocks.set({ volume }, report.divergent.length);
@@ -178,6 +178,22 @@ export class EngineHost {
       this.metrics.scrubs.inc({ volume, result: 'error' });
       throw err;
     }
+  }
+
+  /**
+   * Follows an expansion of the volume (the Volume's spec.sizeBytes, read fresh): once every
+   * replica written to holds the new size, the engine serves it and the NBD server advertises it
+   * to new connections. Connections already open keep the size they negotiated (NBD cannot tell
+   * a client its export grew); they reconnect to see it. Resolves with `waiting` set while a
+   * replica is still smaller (call again after growing it) or two engines share the volume.
+   */
+  async resize(): Promise<ResizeResult> {
+    const result = await this.set.resize();
+    if (this.nbd !== undefined && result.sizeBytes > this.nbd.size) {
+      this.nbd.resize(result.sizeBytes);
+      this.#log.info({ sizeBytes: result.sizeBytes }, 'NBD export grown; new connections see the new size');
+    }
+    return result;
   }
 
   /** Stops serving; with `leave` the engine also removes itself from the volume record. */

@@ -24,7 +24,6 @@ interface Pending {
 export class LocalReplicaLink implements ReplicaLink {
   readonly address: string;
   epoch: bigint;
-  readonly size: number;
   readonly dirty: boolean;
   readonly #registry: VolumeRegistry;
   readonly #volume: string;
@@ -51,7 +50,6 @@ export class LocalReplicaLink implements ReplicaLink {
     this.#timeoutMs = timeoutMs;
     this.address = `local:${registry.dataDir}`;
     this.epoch = epoch;
-    this.size = open.store.sizeBytes;
     this.dirty = open.store.dirty;
     this.#sweeper = setInterval(() => this.#sweep(), Math.max(50, Math.min(1000, timeoutMs / 4)));
     this.#sweeper.unref();
@@ -95,6 +93,11 @@ export class LocalReplicaLink implements ReplicaLink {
       options.requestTimeoutMs,
       options.log,
     );
+  }
+
+  /** The replica's size now (a grow through the registry shows at once; a TCP link's is HELLO's). */
+  get size(): number {
+    return this.#open.store.sizeBytes;
   }
 
   get closed(): boolean {

@@ -179,14 +179,25 @@ describe('Rebuilder', () => {
     expect(net.identical(['node-1', 'node-3'])).toBe(true);
   });
 
-  it('does not touch a replica of the wrong size', async () => {
+  it('does not touch a replica smaller than the volume (not grown yet)', async () => {
     const { net, store, rebuilder, finished } = await failedThird();
     const before = net.replica('node-3').peek(0, 8192);
-    Object.defineProperty(net.replica('node-3'), 'size', { value: SIZE * 2 });
+    Object.defineProperty(net.replica('node-3'), 'size', { value: SIZE / 2 });
     await rebuilder.runOnce();
     expect(finished).toEqual([]);
     expect(net.replica('node-3').served.trim).toBe(0);
     expect(net.replica('node-3').peek(0, 8192)).toEqual(before);
     expect(modes(await store.read())).toEqual(['ReadWrite', 'ReadWrite', 'Failed']);
+  });
+
+  it('rebuilds a replica grown ahead of the engine, wiping it whole', async () => {
+    const { net, store, rebuilder, finished } = await failedThird();
+    Object.defineProperty(net.replica('node-3'), 'size', { value: SIZE * 2 });
+    net.replica('node-3').poke(SIZE + 4096, Buffer.alloc(4096, 0xee));
+    await rebuilder.runOnce();
+    expect(finished).toMatchObject([{ node: 'node-3', outcome: 'done' }]);
+    expect(modes(await store.read())).toEqual(['ReadWrite', 'ReadWrite', 'ReadWrite']);
+    expect(net.replica('node-3').peek(SIZE + 4096, 4096)).toEqual(Buffer.alloc(4096));
+    expect(net.identical()).toBe(true);
   });
 });

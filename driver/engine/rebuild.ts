@@ -103,11 +103,12 @@ export class Rebuilder {
   }
 
   async #rebuild(member: ReplicaMember, link: ReplicaLink): Promise<void> {
-    const size = this.#set.record.sizeBytes;
-    if (link.size !== size) {
-      this.#log.error(
-        { node: member.node, replicaSize: link.size, size },
-        'replica has the wrong size; not rebuilding it',
+    // Larger is fine: a replica grown ahead of the engine (expansion); the engine uses the start.
+    const big = () => link.size >= this.#set.sizeBytes;
+    if (!big()) {
+      this.#log.warn(
+        { node: member.node, replicaSize: link.size, size: this.#set.sizeBytes },
+        'replica is smaller than the volume (not grown yet?); not rebuilding it',
       );
       link.close();
       return;
@@ -116,21 +117,31 @@ export class Rebuilder {
     let copied = 0;
     const seconds = () => Number(process.hrtime.bigint() - started) / 1e9;
     try {
-      for (const piece of pieces(0, size, REQUEST_RANGE_STEP))
+      // All of it, past the engine's size too: nothing of an older epoch stays anywhere.
+      for (const piece of pieces(0, link.size, REQUEST_RANGE_STEP))
         await link.trim(piece.offset, piece.length, false);
       const joined = await this.#set.changeReplicas(
-        (r) => ({
-          ...r,
-          epoch: r.epoch + 1,
-          replicas: r.replicas.map((x) =>
-            x.node === member.node ? { ...x, mode: 'WriteOnly' as const, rebuildProgress: 0 } : x,
-          ),
-        }),
+        (r) =>
+          // Checked in the same exclusive step as ReplicaSet.resize(): a resize that ran first
+          // must not let in a replica smaller than what writes may now reach.
+          big()
+            ? {
+                ...r,
+                epoch: r.epoch + 1,
+                replicas: r.replicas.map((x) =>
+                  x.node === member.node ? { ...x, mode: 'WriteOnly' as const, rebuildProgress: 0 } : x,
+                ),
+              }
+            : undefined,
         new Map([[member.node, link]]),
       );
-      if (!joined) throw new RebuildAborted('the volume record changed before the replica joined');
+      if (!joined)
+        throw new RebuildAborted(
+          big() ? 'the volume record changed before the replica joined' : 'the volume grew past the replica',
+        );
       this.#log.info({ node: member.node, epoch: this.#set.record.epoch }, 'rebuild started');
-      copied = await this.#copy(member.node, link, size);
+      // The size when it joined: writes past it (after a later resize) reach the replica directly.
+      copied = await this.#copy(member.node, link, this.#set.sizeBytes);
       await link.flush();
       this.#checkStillRebuilding(member.node, link);
       const promoted = await this.#set.changeReplicas((r) =>

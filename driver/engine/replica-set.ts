@@ -7,51 +7,30 @@
  * epoch's writers, and other engines learn of the change on their next request (STALE_EPOCH).
  */
 import type { Logger } from 'pino';
-import type { ReplicaClient } from '../replica/client.js';
-import { ReplicaError } from '../replica/client.js';
 import type { Membership, MembershipStore, ReplicaMember } from './membership.js';
+import {
+  type Connector,
+  isStale,
+  NoReplicaError,
+  type ReplicaLink,
+  type ResizeResult,
+  SupersededError,
+  shorterThan,
+  type Target,
+} from './replica-link.js';
 
-/** What the engine needs from a replica connection (ReplicaClient; fakes in unit tests). */
-export type ReplicaLink = Pick<
-  ReplicaClient,
-  | 'address'
-  | 'epoch'
-  | 'size'
-  | 'dirty'
-  | 'closed'
-  | 'onClose'
-  | 'read'
-  | 'write'
-  | 'flush'
-  | 'trim'
-  | 'writeZeroes'
-  | 'probe'
-  | 'extents'
-  | 'hash'
-  | 'close'
->;
-
-export type Connector = (member: ReplicaMember, epoch: bigint) => Promise<ReplicaLink>;
-
-export interface Target {
-  member: ReplicaMember;
-  link: ReplicaLink;
-}
-
-export class SupersededError extends Error {
-  override name = 'SupersededError';
-}
-
-export class NoReplicaError extends Error {
-  override name = 'NoReplicaError';
-}
+export {
+  type Connector,
+  isStale,
+  NoReplicaError,
+  type ReplicaLink,
+  type ResizeResult,
+  SupersededError,
+  type Target,
+} from './replica-link.js';
 
 /** Rounds of adopt → fence / re-read before giving up (each round is one record change). */
 const MAX_ROUNDS = 10;
-
-export function isStale(err: unknown): boolean {
-  return err instanceof ReplicaError && err.status === 'STALE_EPOCH';
-}
 
 export class ReplicaSet {
   readonly engineId: string;
@@ -63,6 +42,7 @@ export class ReplicaSet {
   readonly #links = new Map<string, ReplicaLink>();
   #chain: Promise<unknown> = Promise.resolve();
   #superseded = false;
+  #size = 0;
   /** Called after every adopted record (metrics, rebuild scheduling). */
   onChange: (record: Membership) => void = () => undefined;
 
@@ -87,6 +67,15 @@ export class ReplicaSet {
 
   get epoch(): bigint {
     return BigInt(this.record.epoch);
+  }
+
+  /**
+   * The size the engine serves. The record's sizeBytes is the Volume's spec and may be ahead while
+   * replicas are being grown; this follows it only through resize(), once every replica written to
+   * holds the new size, so no write past the old end can reach a replica that would refuse it.
+   */
+  get sizeBytes(): number {
+    return this.#size;
   }
 
   get superseded(): boolean {
@@ -167,6 +156,37 @@ export class ReplicaSet {
         await this.#withdraw();
         throw err;
       });
+      // Fresh links: their HELLO sizes are current. A replica not grown yet holds the size back.
+      this.#size = Math.min(this.record.sizeBytes, ...this.writable().map((t) => t.link.size));
+    });
+  }
+
+  /**
+   * Grows the served size to the record's sizeBytes, read fresh, when every replica written to
+   * holds at least that much (shorterThan); otherwise says what it waits for. Exclusive, so a
+   * rebuilt replica joins either before (and is checked here) or after (and is checked there).
+   * Expansion waits while two engines share the volume, as every membership change of a
+   * migration does. The size never goes down.
+   */
+  resize(): Promise<ResizeResult> {
+    return this.exclusive(async () => {
+      if (this.#superseded) throw new SupersededError('another engine took this volume over');
+      await this.#refresh();
+      const wanted = this.record.sizeBytes;
+      const result = (waiting?: string): ResizeResult => ({
+        sizeBytes: this.#size,
+        wanted,
+        ...(waiting === undefined ? {} : { waiting }),
+      });
+      if (wanted <= this.#size) return result();
+      if (this.shared) return result('two engines share the volume (live migration)');
+      const targets = this.writable();
+      const short = await shorterThan(targets, wanted);
+      if (targets.length === 0 || short.length > 0)
+        return result(`replica(s) on ${short.join(', ') || '(none)'} do not hold ${wanted} bytes yet`);
+      this.#log.info({ from: this.#size, to: wanted }, 'volume expanded');
+      this.#size = wanted;
+      return result();
     });
   }
 

@@ -52,7 +52,9 @@ export async function scrubReplicas(options: {
   );
   targets.sort((a, b) => record.replicas.indexOf(a.member) - record.replicas.indexOf(b.member));
   try {
-    const report = await compareReplicas(targets, { sizeBytes: record.sizeBytes });
+    // During an expansion the spec is ahead of replicas not grown yet: compare what all of them hold.
+    const sizeBytes = Math.min(record.sizeBytes, ...targets.map((t) => t.link.size));
+    const report = await compareReplicas(targets, { sizeBytes });
     const confirmed = [];
     for (const d of report.divergent) {
       let still = true;

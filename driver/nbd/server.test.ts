@@ -287,4 +287,27 @@ describe('NbdServer', () => {
     clients.push(await NbdTestClient.connect(path));
     expect(server.connections).toBe(2);
   });
+
+  it('resize() offers the new size to new connections; open ones keep what they negotiated', async () => {
+    const device = new MemoryBlockDevice(4 * SIZE);
+    const server = await serve(device);
+    const before = await client();
+    expect(server.size).toBe(SIZE);
+    server.resize(4 * SIZE);
+    expect(server.size).toBe(4 * SIZE);
+    const after = await client();
+    expect([before.size, after.size]).toEqual([BigInt(SIZE), BigInt(4 * SIZE)]);
+    const last = Buffer.alloc(4096, 0x5c);
+    const lastBlock = 4 * SIZE - 4096;
+    expect((await after.request({ command: WRITE, offset: lastBlock, payload: last })).errno).toBe(0);
+    expect((await after.request({ command: READ, offset: lastBlock, length: 4096 })).data).toEqual(last);
+    // The older connection still checks against its own size (NBD cannot announce a resize).
+    expect((await before.request({ command: READ, offset: lastBlock, length: 4096 })).errno).toBe(
+      NBD_ERRNO.EINVAL,
+    );
+    expect((await before.request({ command: READ, offset: SIZE - 4096, length: 4096 })).errno).toBe(0);
+    expect(() => server.resize(SIZE)).toThrow(RangeError);
+    expect(() => server.resize(1.5)).toThrow(RangeError);
+    expect(server.size).toBe(4 * SIZE);
+  });
 });

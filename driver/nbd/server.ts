@@ -7,7 +7,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { type Logger, silentLogger } from '../../lib/log.js';
 import { NbdConnection, type RequestHook } from './connection.js';
 import type { BlockDevice } from './device.js';
-import { type HandshakeConfig, HandshakeParser } from './handshake.js';
+import { type ExportConfig, type HandshakeConfig, HandshakeParser } from './handshake.js';
 
 export type { RequestHook } from './connection.js';
 export { type BlockDevice, type NbdErrnoName, NbdIoError, type NbdOp } from './device.js';
@@ -47,7 +47,8 @@ export class NbdServer {
   /** Called after every executed request (not for refused ones); may be set at any time. */
   onRequest: RequestHook | undefined;
   private readonly options: NbdServerOptions;
-  private readonly handshake: HandshakeConfig;
+  /** Replaced (never changed in place) by resize(): a connection keeps the one it started with. */
+  private handshake: HandshakeConfig;
   private readonly log: Logger;
   private readonly listeners: Server[] = [];
   private readonly live = new Set<NbdConnection>();
@@ -73,6 +74,33 @@ export class NbdServer {
       maxPayload: options.maxPayload ?? DEFAULT_MAX_PAYLOAD,
     };
     new HandshakeParser(this.handshake);
+  }
+
+  /** The export size new connections are offered. */
+  get size(): number {
+    return Number(this.exportConfig().size);
+  }
+
+  /**
+   * Grows the export: new connections negotiate `size` and may use all of it. Connections already
+   * in transmission keep the size they negotiated, and their requests are checked against it, since
+   * NBD has no way to tell a client its export changed (it reconnects to see the new size). The
+   * device must already serve `size` bytes. A smaller size throws: volumes never shrink.
+   */
+  resize(size: number): void {
+    const current = this.exportConfig();
+    if (!Number.isSafeInteger(size) || BigInt(size) < current.size)
+      throw new RangeError(`export size ${size} is not a safe integer of at least ${current.size}`);
+    this.handshake = {
+      ...this.handshake,
+      exports: new Map([[this.options.exportName, { ...current, size: BigInt(size) }]]),
+    };
+  }
+
+  private exportConfig(): ExportConfig {
+    const config = this.handshake.exports.get(this.options.exportName);
+    if (config === undefined) throw new Error('the export is missing from the handshake configuration');
+    return config;
   }
 
   /** Open connections, including those still negotiating. */

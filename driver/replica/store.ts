@@ -1,8 +1,18 @@
 import { timingSafeEqual } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
-import { join, resolve } from 'node:path';
-import { promisify } from 'node:util';
+import { join } from 'node:path';
+import {
+  closeFd,
+  fdatasync,
+  fstat,
+  fsync,
+  ftruncate,
+  openFd,
+  readAt,
+  withDirLock,
+  writeAt,
+} from './file-io.js';
 import { defaultFsUtil, type Extent, type FsUtil } from './fsutil.js';
 import {
   checkSecret,
@@ -34,13 +44,6 @@ export interface CreateReplicaOptions {
 const DATA_FILE = 'data';
 const ZERO_CHUNK = Buffer.alloc(1024 * 1024);
 const HASH_PIECE_BYTES = 8 * 1024 * 1024;
-
-const openFd = promisify(fs.open);
-const closeFd = promisify(fs.close);
-const fdatasync = promisify(fs.fdatasync);
-const fsync = promisify(fs.fsync);
-const ftruncate = promisify(fs.ftruncate);
-const fstat = promisify(fs.fstat);
 
 /**
  * One replica of one volume: `<dataDir>/<volume>/` holding `data` (a sparse file of the volume's
@@ -286,17 +289,40 @@ export class ReplicaStore {
     return this.#updateMeta((meta) => (meta.rebuilding === rebuilding ? undefined : { ...meta, rebuilding }));
   }
 
+  /**
+   * Grows the volume (same size: no-op; smaller: EINVAL, volumes never shrink); resolves with
+   * whether it grew. The data file is extended and fsynced first, then meta.json written: a crash
+   * in between leaves the file longer than meta.json (open() trims it), never shorter. Range checks
+   * read the in-memory metadata, replaced in one step after both, so nothing passes the old end
+   * before the file and meta.json hold the new size.
+   */
+  grow(sizeBytes: number): Promise<boolean> {
+    let grown = false;
+    return this.#updateMeta(async (meta) => {
+      if (!Number.isSafeInteger(sizeBytes) || sizeBytes < meta.sizeBytes)
+        throw codedError(
+          `replica ${meta.volume}: ${meta.sizeBytes} -> ${sizeBytes} bytes; volumes never shrink`,
+          'EINVAL',
+        );
+      if (sizeBytes === meta.sizeBytes) return undefined;
+      const next = validateMetadata({ ...meta, sizeBytes }, `replica ${meta.volume}`);
+      await ftruncate(this.#fd, sizeBytes);
+      await fsync(this.#fd); // not fdatasync: it may skip a size change
+      grown = true;
+      return next;
+    }).then(() => grown);
+  }
+
   /** Drops all data (before a full rebuild): the file is truncated to nothing and back to full size. */
-  async resetData(): Promise<void> {
-    this.#begin();
-    try {
+  resetData(): Promise<void> {
+    // In the metadata chain, so a grow cannot run between the two truncates.
+    return this.#updateMeta(async (meta) => {
       await ftruncate(this.#fd, 0);
-      await ftruncate(this.#fd, this.sizeBytes);
+      await ftruncate(this.#fd, meta.sizeBytes);
       // Durable, so old data cannot come back after a crash (fdatasync may skip a size change).
       await fsync(this.#fd);
-    } finally {
-      this.#end();
-    }
+      return undefined;
+    });
   }
 
   /** Waits for running operations, then closes the data file; later calls reject with EBADF. */
@@ -308,12 +334,14 @@ export class ReplicaStore {
     return this.#closing;
   }
 
-  /** Metadata updates run one at a time, each computed from the last persisted state. */
-  #updateMeta(change: (meta: ReplicaMetadata) => ReplicaMetadata | undefined): Promise<void> {
+  /** Metadata updates (and size changes) run one at a time, each computed from the last persisted state. */
+  #updateMeta(
+    change: (meta: ReplicaMetadata) => ReplicaMetadata | undefined | Promise<ReplicaMetadata | undefined>,
+  ): Promise<void> {
     const next = this.#metaChain.then(async () => {
       this.#begin();
       try {
-        const updated = change(this.#meta);
+        const updated = await change(this.#meta);
         if (!updated) return;
         await writeMetadataAtomically(this.#dir, updated);
         this.#meta = updated;
@@ -362,60 +390,13 @@ export class ReplicaStore {
     await removeTempFiles(dir);
     const fd = await openFd(join(dir, DATA_FILE), 'r+');
     try {
-      // A crash inside resetData() can leave the file short; holes are what it would hold.
-      if ((await fstat(fd)).size < meta.sizeBytes) await ftruncate(fd, meta.sizeBytes);
+      // A crash inside resetData() can leave the file short (holes are what it would hold), one
+      // inside grow() long (nothing was ever written past meta.json's size): either is fixed here.
+      if ((await fstat(fd)).size !== meta.sizeBytes) await ftruncate(fd, meta.sizeBytes);
     } catch (err) {
       await closeFd(fd);
       throw err;
     }
     return new ReplicaStore(dir, fd, meta, secret, fsutil);
   }
-}
-
-/** Create, open and remove of one replica directory run one at a time within this process. */
-const dirLocks = new Map<string, Promise<unknown>>();
-
-function withDirLock<T>(dir: string, task: () => Promise<T>): Promise<T> {
-  const key = resolve(dir);
-  const result = (dirLocks.get(key) ?? Promise.resolve()).then(task);
-  const settled = result.catch(() => {});
-  dirLocks.set(key, settled);
-  void settled.then(() => {
-    if (dirLocks.get(key) === settled) dirLocks.delete(key);
-  });
-  return result;
-}
-
-/** Reads until `length` bytes or end of file (the rest is zero-filled); loops over short reads. */
-function readAt(fd: number, position: number, length: number): Promise<Buffer> {
-  const buffer = Buffer.allocUnsafe(length);
-  if (length === 0) return Promise.resolve(buffer);
-  return new Promise((resolve, reject) => {
-    let done = 0;
-    const step = (): void =>
-      fs.read(fd, buffer, done, length - done, position + done, (err, n) => {
-        if (err) return reject(err);
-        if (n === 0) buffer.fill(0, done);
-        done = n === 0 ? length : done + n;
-        if (done < length) step();
-        else resolve(buffer);
-      });
-    step();
-  });
-}
-
-/** Writes all of `data` at `position`, looping over short writes. */
-function writeAt(fd: number, position: number, data: Buffer): Promise<void> {
-  if (data.length === 0) return Promise.resolve();
-  return new Promise((resolve, reject) => {
-    let done = 0;
-    const step = (): void =>
-      fs.write(fd, data, done, data.length - done, position + done, (err, n) => {
-        if (err) return reject(err);
-        done += n;
-        if (done < data.length) step();
-        else resolve();
-      });
-    step();
-  });
 }

@@ -65,11 +65,32 @@ export class VolumeRegistry {
     });
   }
 
+  /**
+   * Grows the replica of `volume` to `sizeBytes` and resolves with its size afterwards. When
+   * sessions have it open, they see the new size at once (range checks and HELLO replies read it
+   * from the shared store); otherwise it is opened just for this. Rejects with code ENOENT when
+   * there is no replica, EINVAL when `sizeBytes` is smaller than it (volumes never shrink).
+   */
+  async grow(volume: string, sizeBytes: number): Promise<number> {
+    const open = await this.acquire(volume);
+    try {
+      await open.store.grow(sizeBytes);
+      return open.store.sizeBytes;
+    } finally {
+      // Not a session that wrote or flushed anything: it must not judge the dirty flag.
+      await this.#release(volume, open, false);
+    }
+  }
+
   /** A session of `volume` ended; the last one closes the store (clean if everything was flushed). */
-  async release(volume: string, open: OpenVolume): Promise<void> {
+  release(volume: string, open: OpenVolume): Promise<void> {
+    return this.#release(volume, open, true);
+  }
+
+  async #release(volume: string, open: OpenVolume, judgeClean: boolean): Promise<void> {
     open.sessions -= 1;
     if (open.sessions > 0) return;
-    if (open.flushedMutations === open.startedMutations && open.store.dirty) {
+    if (judgeClean && open.flushedMutations === open.startedMutations && open.store.dirty) {
       await updateMetadata(open, (store) => store.setDirty(false)).catch((err: unknown) =>
         this.#log.warn({ err, volume }, 'could not mark the replica clean'),
       );
