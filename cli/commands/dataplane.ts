@@ -120,6 +120,7 @@ export function dataplaneCommand() {
           engineSocketDir: options.engineSocketDir,
           advertiseAddress: `${advertise.host}:${advertise.port}`,
           pool,
+          replicas: server.registry,
           log,
         });
       }

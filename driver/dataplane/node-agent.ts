@@ -12,7 +12,12 @@ import type { Logger } from '../../lib/log.js';
 import { SecretCredentialSource } from './credentials.js';
 import { KubeVolumeWriter } from './finalizers.js';
 import { NodeRegistration } from './node-registration.js';
-import { DataplaneReconciler, type EngineRunner, type ReconcilerOptions } from './reconciler.js';
+import {
+  DataplaneReconciler,
+  type EngineRunner,
+  type ReconcilerOptions,
+  type ReplicaGrower,
+} from './reconciler.js';
 
 export interface NodeAgentOptions {
   kc: KubeConfig;
@@ -23,6 +28,8 @@ export interface NodeAgentOptions {
   /** host:port other nodes reach this node's replica server at. */
   advertiseAddress: string;
   pool: EngineRunner;
+  /** The live replica server's registry: replicas it has open are grown through it. */
+  replicas: ReplicaGrower;
   log: Logger;
   /** Extra reconciler settings (tests shorten the intervals). */
   tuning?: Partial<
@@ -57,6 +64,7 @@ export async function startNodeAgent(options: NodeAgentOptions): Promise<NodeAge
     volumes: informer,
     writer: new KubeVolumeWriter(kc),
     pool: options.pool,
+    replicas: options.replicas,
     credentials: new SecretCredentialSource(kc.makeApiClient(CoreV1Api), options.namespace),
     log,
     ...options.tuning,
