@@ -1,5 +1,6 @@
 import { Command, Option } from '@commander-js/extra-typings';
 import { KubeControllerCluster } from '../../driver/controller/cluster.js';
+import { runLeaderDuties } from '../../driver/controller/leader-duties.js';
 import { controllerHandlers } from '../../driver/controller/service.js';
 import { identityHandlers } from '../../driver/csi/identity.js';
 import { csiServices } from '../../driver/csi/proto.js';
@@ -8,6 +9,8 @@ import { CREDENTIAL_NAMESPACE } from '../../driver/dataplane/credentials.js';
 import { durationIn } from '../../lib/config.js';
 import { serveAdmin } from '../../lib/http-admin.js';
 import { loadKubeConfig } from '../../lib/kube/client.js';
+import { EventRecorder } from '../../lib/kube/events.js';
+import { defaultIdentity, LeaderElection } from '../../lib/kube/leader-election.js';
 import { createLogger } from '../../lib/log.js';
 import { createRegistry } from '../../lib/metrics.js';
 import { untilStopSignal } from '../../lib/signals.js';
@@ -39,6 +42,7 @@ export function controllerCommand() {
       const log = createLogger('controller', options.logLevel);
       const kc = loadKubeConfig(options.kubeconfig);
       const cluster = new KubeControllerCluster(kc, options.namespace);
+      const events = new EventRecorder({ kc, log });
       const services = csiServices();
       const server = new CsiServer({
         endpoint: options.csiEndpoint,
@@ -56,7 +60,7 @@ export function controllerCommand() {
           },
           {
             definition: services.Controller,
-            handlers: controllerHandlers({ cluster, engineWaitMs: options.engineWait }),
+            handlers: controllerHandlers({ cluster, events, engineWaitMs: options.engineWait }),
           },
         ],
       });
@@ -66,9 +70,26 @@ export function controllerCommand() {
         options.metricsAddress.port,
       );
       await server.start();
-      const signal = await untilStopSignal();
-      log.info({ signal }, 'shutting down');
+      const election = new LeaderElection({
+        kc,
+        namespace: options.namespace,
+        name: 'tandem-controller',
+        identity: defaultIdentity(),
+        log,
+      });
+      const elected = election.run({
+        onStartedLeading: (signal) => runLeaderDuties({ kc, cluster, events, log }, signal),
+      });
+      const end = await Promise.race([
+        untilStopSignal(),
+        elected.then((how) => (how === 'lost' ? 'leadership lost' : 'stopped')),
+      ]);
+      log.info({ reason: end }, 'shutting down');
+      await election.stop();
       await server.stop();
+      await events.flush();
       await metrics.close();
+      // A lost Lease ends the process (like client-go's controllers): the restarted pod campaigns afresh.
+      if (end === 'leadership lost') process.exitCode = 1;
     });
 }

@@ -11,13 +11,29 @@ import { type ControllerCluster, updateVolume } from './cluster.js';
 import { type CreateVolumeRequest, planCreateVolume, sameVolume, volumeSpecFor } from './create-volume.js';
 import { nodeInventory } from './inventory.js';
 import { type CsiTopology, placeReplicas } from './placement.js';
+import {
+  type EventSink,
+  eventSubject,
+  PVC_NAME_ANNOTATION,
+  PVC_NAMESPACE_ANNOTATION,
+} from './volume-events.js';
 import { CSI_NAME_ANNOTATION, csiNameOf, volumeIdFor } from './volume-id.js';
 import { type CsiVolume, csiVolume } from './volume-view.js';
 
 export interface ProvisionDeps {
   cluster: ControllerCluster;
-  /** Reports a refusal the user must see (no room for replicas) on the claim; optional. */
-  warn?: (volume: string, reason: string, message: string, request: CreateVolumeRequest) => void;
+  /** Reports a refusal the user must see (no room for replicas), on the claim when it is known. */
+  events?: EventSink;
+}
+
+/** external-provisioner's --extra-create-metadata parameters naming the claim. */
+const PVC_NAME_PARAMETER = 'csi.storage.k8s.io/pvc/name';
+const PVC_NAMESPACE_PARAMETER = 'csi.storage.k8s.io/pvc/namespace';
+
+function claimAnnotations(request: CreateVolumeRequest): Record<string, string> {
+  const name = request.parameters?.[PVC_NAME_PARAMETER];
+  const namespace = request.parameters?.[PVC_NAMESPACE_PARAMETER];
+  return name && namespace ? { [PVC_NAME_ANNOTATION]: name, [PVC_NAMESPACE_ANNOTATION]: namespace } : {};
 }
 
 export async function createVolume(
@@ -38,7 +54,7 @@ export async function createVolume(
   let volume = await cluster.getVolume(id);
   if (volume === undefined) {
     const fresh = newVolume(id, volumeSpecFor(plan));
-    fresh.metadata.annotations = { [CSI_NAME_ANNOTATION]: plan.name };
+    fresh.metadata.annotations = { [CSI_NAME_ANNOTATION]: plan.name, ...claimAnnotations(request) };
     fresh.metadata.labels = { 'app.kubernetes.io/managed-by': 'tandem' };
     volume = (await cluster.createVolume(fresh)) ?? (await cluster.getVolume(id));
     if (volume === undefined) throw aborted(`volume ${id} was created and deleted meanwhile; retry`);
@@ -56,7 +72,11 @@ export async function createVolume(
       volume = await placeVolume(cluster, id, plan.topology);
     } catch (err) {
       if (err instanceof CsiError && err.code === status.RESOURCE_EXHAUSTED)
-        deps.warn?.(id, 'NoRoomForReplicas', err.message, request);
+        deps.events?.record(eventSubject(volume), {
+          type: 'Warning',
+          reason: 'NoRoomForReplicas',
+          message: err.message,
+        });
       throw err;
     }
   }

@@ -27,7 +27,7 @@ function setup(nodes = ['n1', 'n2', 'n3']) {
   const handlers = controllerHandlers({
     cluster,
     engineWaitMs: 300,
-    warn: (_volume, reason) => warnings.push(reason),
+    events: { record: (_subject, details) => warnings.push(details.reason) },
   });
   return { cluster, handlers, warnings };
 }

@@ -22,11 +22,12 @@ import {
   type ValidateVolumeCapabilitiesRequest,
   validateCapabilities,
 } from './queries.js';
+import type { EventSink } from './volume-events.js';
 
 export interface ControllerServiceOptions {
   cluster: ControllerCluster;
-  /** Warnings a user must see, recorded as Events (on the claim when the provisioner says which). */
-  warn?: (volume: string, reason: string, message: string, request: CreateVolumeRequest) => void;
+  /** Where refusals a user must see go as Events (on the claim when the provisioner names it). */
+  events?: EventSink;
   engineWaitMs?: number;
 }
 
@@ -36,7 +37,7 @@ export function controllerHandlers(options: ControllerServiceOptions) {
     cluster,
     ...(options.engineWaitMs === undefined ? {} : { engineWaitMs: options.engineWaitMs }),
   };
-  const provisionDeps = { cluster, ...(options.warn ? { warn: options.warn } : {}) };
+  const provisionDeps = { cluster, ...(options.events ? { events: options.events } : {}) };
   return {
     CreateVolume: (request: CreateVolumeRequest, context: RpcContext) =>
       createVolume(provisionDeps, request, context),
