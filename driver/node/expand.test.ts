@@ -1,0 +1,107 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { status } from '@grpc/grpc-js';
+import { silentLogger } from '../../lib/log.js';
+import { blockCapability, mountCapability } from '../../test/harness/csi-requests.js';
+import { FakeNodeOps } from '../../test/harness/fake-node-ops.js';
+import { nodeExpandVolume } from './expand.js';
+import { parseDumpe2fs, parseXfsInfo } from './node-ops.js';
+import { nodePublishVolume } from './publish.js';
+import type { NodeEnv } from './requests.js';
+import { nodeEnv } from './service.js';
+import { nodeStageVolume } from './stage.js';
+
+const ctx = () => ({ logger: silentLogger(), signal: new AbortController().signal });
+const MiB = 1024 * 1024;
+
+let dir: string;
+let ops: FakeNodeOps;
+let env: NodeEnv;
+
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'tandem-expand-'));
+  ops = new FakeNodeOps();
+  ops.answering.add('/run/engines/pvc-1.sock');
+  env = nodeEnv({
+    nodeId: 'node-1',
+    stateDir: join(dir, 'state'),
+    engineSocketDir: '/run/engines',
+    engineWaitMs: 50,
+    ops,
+  });
+});
+afterEach(() => rm(dir, { recursive: true, force: true }));
+
+async function publish(capability = mountCapability('SINGLE_NODE_WRITER')) {
+  await nodeStageVolume(
+    env,
+    { volume_id: 'pvc-1', staging_target_path: '/staging', volume_capability: capability },
+    ctx(),
+  );
+  await nodePublishVolume(
+    env,
+    {
+      volume_id: 'pvc-1',
+      staging_target_path: '/staging',
+      target_path: '/target',
+      volume_capability: capability,
+    },
+    ctx(),
+  );
+}
+
+const expand = (required: number, path = '/target', volumeId = 'pvc-1') =>
+  nodeExpandVolume(
+    env,
+    { volume_id: volumeId, volume_path: path, capacity_range: { required_bytes: String(required) } },
+    ctx(),
+  );
+
+describe('NodeExpandVolume', () => {
+  it('checks volume_id, volume_path (INVALID_ARGUMENT when empty, NOT_FOUND when missing) and whether the volume is here', async () => {
+    await expect(expand(0, '/target', '')).rejects.toMatchObject({ code: status.INVALID_ARGUMENT });
+    await expect(expand(0, '')).rejects.toMatchObject({ code: status.INVALID_ARGUMENT });
+    await expect(expand(0, 'some/path')).rejects.toMatchObject({ code: status.NOT_FOUND });
+    await publish();
+    await expect(expand(0, '/target', 'pvc-other')).rejects.toMatchObject({ code: status.NOT_FOUND });
+  });
+
+  it('grows the filesystem online when the device is larger and returns the device size', async () => {
+    await publish();
+    ops.sizes.set('/dev/loop0', 128 * MiB);
+    expect(await expand(128 * MiB)).toEqual({ capacity_bytes: String(128 * MiB) });
+    expect(ops.calls.at(-1)).toBe('grow /dev/loop0 /target');
+    expect(ops.filesystems.get('/dev/loop0')?.size).toBe(128 * MiB);
+    const calls = ops.calls.length;
+    expect(await expand(128 * MiB)).toEqual({ capacity_bytes: String(128 * MiB) }); // already grown: nothing to do
+    expect(ops.calls.length).toBe(calls);
+  });
+
+  it('answers FAILED_PRECONDITION, saying a new stage brings the size, while the device is smaller than asked', async () => {
+    await publish();
+    await expect(expand(128 * MiB)).rejects.toMatchObject({
+      code: status.FAILED_PRECONDITION,
+      message: expect.stringMatching(/still has 67108864 bytes.*staged again \(restart the pod\)/),
+    });
+  });
+
+  it('has nothing to grow for block access', async () => {
+    await publish(blockCapability('SINGLE_NODE_WRITER'));
+    expect(await expand(64 * MiB)).toEqual({ capacity_bytes: String(64 * MiB) });
+    expect(ops.calls.some((c) => c.startsWith('grow'))).toBe(false);
+  });
+});
+
+describe('filesystem sizes', () => {
+  it('reads ext4 from dumpe2fs -h and xfs from xfs_info', () => {
+    expect(parseDumpe2fs('Block count:              16384\nBlock size:               4096\n')).toBe(64 * MiB);
+    const xfs = [
+      'meta-data=/dev/loop0             isize=512    agcount=4, agsize=4096 blks',
+      'data     =                       bsize=4096   blocks=16384, imaxpct=25',
+      'naming   =version 2              bsize=4096   ascii-ci=0, ftype=1',
+    ].join('\n');
+    expect(parseXfsInfo(xfs)).toBe(64 * MiB);
+    expect(() => parseDumpe2fs('nothing')).toThrow(/Block count/);
+  });
+});

@@ -1,0 +1,347 @@
+import { mkdir, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { type Client, credentials, type ServiceError, status } from '@grpc/grpc-js';
+import { engineSocketPath } from '../../driver/csi/node-topology.js';
+import { csiClients, csiServices } from '../../driver/csi/proto.js';
+import { CsiServer } from '../../driver/csi/server.js';
+import { detachBlockDevice } from '../../driver/node/block-device.js';
+import { parseLosetupList } from '../../driver/node/fuse-loop.js';
+import { readMountInfo, unmount } from '../../driver/node/mounts.js';
+import { nodeHandlers } from '../../driver/node/service.js';
+import { run } from '../../lib/exec.js';
+import { createLogger, silentLogger } from '../../lib/log.js';
+import { blockCapability, mountCapability } from '../harness/csi-requests.js';
+import { type LoopbackDataPlane, startLoopbackDataPlane } from '../harness/dataplane.js';
+
+const MiB = 1024 * 1024;
+const SIZE = 64 * MiB;
+
+type Unary = (request: object, callback: (err: ServiceError | null, response: unknown) => void) => void;
+
+/** One unary call through the real grpc-js client. */
+function call<T = Record<string, unknown>>(client: Client, method: string, request: object): Promise<T> {
+  const fn = (client as unknown as Record<string, Unary>)[method];
+  if (!fn) throw new Error(`no client method ${method}`);
+  return new Promise((resolve, reject) =>
+    fn.call(client, request, (err, res) => (err ? reject(err) : resolve(res as T))),
+  );
+}
+
+async function code(promise: Promise<unknown>): Promise<status> {
+  try {
+    await promise;
+  } catch (err) {
+    return (err as ServiceError).code;
+  }
+  return status.OK;
+}
+
+async function sha256(file: string): Promise<string> {
+  return (await run('sha256sum', [file])).stdout.split(' ')[0] ?? '';
+}
+
+async function loopsUnder(dir: string): Promise<string[]> {
+  const listing = await run('losetup', ['--list', '--json', '--output', 'NAME,BACK-FILE']);
+  return parseLosetupList(listing.stdout)
+    .filter((d) => d.backFile.startsWith(dir))
+    .map((d) => d.name);
+}
+
+/**
+ * The CSI Node service for real: engine on a unix socket at engineSocketPath (in this process),
+ * the node service behind a real gRPC server and client, nbdfuse + loop devices, mkfs, mounts.
+ * File contents are written and checked by child processes (dd, sha256sum, qemu-io): this process
+ * serves the NBD socket, and blocking its threads on I/O to the mount it serves could stall both.
+ */
+describe('CSI Node service (nbdfuse + loop)', () => {
+  let dp: LoopbackDataPlane;
+  let dir: string;
+  let engineDir: string;
+  const servers: CsiServer[] = [];
+  const clients: Client[] = [];
+  const stateDirs: string[] = [];
+
+  async function startNode(name: string): Promise<Client> {
+    const stateDir = join(dir, `state-${name}`);
+    stateDirs.push(stateDir);
+    const socket = join(dir, `${name}.sock`);
+    const server = new CsiServer({
+      endpoint: `unix://${socket}`,
+      logger: process.env.TANDEM_TEST_LOG ? createLogger('node', 'warn') : silentLogger(),
+      services: [
+        {
+          definition: csiServices().Node,
+          handlers: nodeHandlers({
+            nodeId: name,
+            stateDir,
+            engineSocketDir: engineDir,
+            frontend: 'nbdfuse',
+            engineWaitMs: 1500,
+          }),
+        },
+      ],
+    });
+    servers.push(server);
+    await server.start();
+    const client = new (csiClients().Node)(`unix://${socket}`, credentials.createInsecure());
+    clients.push(client);
+    return client;
+  }
+
+  async function startVolume(volume: string) {
+    dp = await startLoopbackDataPlane({ replicas: 2, sizeBytes: SIZE, volume });
+    return dp.startEngine('node-1', {
+      socketDir: engineDir,
+      extra: { nbdSocket: engineSocketPath(engineDir, volume) },
+    });
+  }
+
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'tandem-csi-node-'));
+    engineDir = join(dir, 'engines');
+    await mkdir(engineDir);
+  });
+
+  afterEach(async () => {
+    for (const client of clients.splice(0)) client.close();
+    for (const server of servers.splice(0)) await server.stop(100);
+    // Whatever a failed test left: mounts under the temp dir outside the attachments (deepest first),
+    // read-only loops, then the attachments themselves.
+    const ours = (await readMountInfo()).filter((m) => m.mountPoint.startsWith(`${dir}/`));
+    for (const m of ours.reverse()) if (!m.mountPoint.includes('/devices/')) await unmount(m.mountPoint);
+    const ourLoops = new Set(await loopsUnder(dir));
+    const roLoops = parseLosetupList(
+      (await run('losetup', ['--list', '--json', '--output', 'NAME,BACK-FILE'])).stdout,
+    ).filter((d) => ourLoops.has(d.backFile));
+    for (const l of roLoops) await run('losetup', ['-d', l.name], { allowFailure: true });
+    for (const stateDir of stateDirs.splice(0))
+      for (const volume of ['pvc-csi-fs', 'pvc-csi-block'])
+        await detachBlockDevice({ stateDir: join(stateDir, 'devices'), volumeId: volume }).catch(
+          () => undefined,
+        );
+    await dp?.destroy();
+    const left = (await readMountInfo()).filter((m) => m.mountPoint.startsWith(dir));
+    const loops = await loopsUnder(dir);
+    await rm(dir, { recursive: true, force: true });
+    expect(left.map((m) => m.mountPoint)).toEqual([]);
+    expect(loops).toEqual([]);
+  });
+
+  it('stages (formats ext4), publishes, keeps files across nodes, refuses writes read-only', async () => {
+    const volume = 'pvc-csi-fs';
+    const node = await startNode('node-a');
+    // Before the engine runs, staging says what is missing.
+    const staging = join(dir, 'staging');
+    const stage = {
+      volume_id: volume,
+      staging_target_path: staging,
+      volume_capability: mountCapability('SINGLE_NODE_WRITER'),
+      volume_context: {},
+    };
+    const early = call(node, 'NodeStageVolume', stage);
+    await expect(early).rejects.toMatchObject({
+      code: status.UNAVAILABLE,
+      details: expect.stringMatching(
+        /no engine serves volume pvc-csi-fs on this node.*ControllerPublishVolume/,
+      ),
+    });
+    await startVolume(volume);
+
+    await call(node, 'NodeStageVolume', stage);
+    await call(node, 'NodeStageVolume', stage); // idempotent
+    const staged = (await readMountInfo()).find((m) => m.mountPoint === staging);
+    expect(staged?.fsType).toBe('ext4');
+    expect(
+      await code(
+        call(node, 'NodeStageVolume', {
+          ...stage,
+          volume_capability: mountCapability('SINGLE_NODE_WRITER', 'xfs'),
+        }),
+      ),
+    ).toBe(status.ALREADY_EXISTS);
+
+    const target = join(dir, 'pods', 'a', 'mount');
+    const publish = {
+      volume_id: volume,
+      staging_target_path: staging,
+      target_path: target,
+      volume_capability: mountCapability('SINGLE_NODE_WRITER'),
+      readonly: false,
+    };
+    await call(node, 'NodePublishVolume', publish);
+    await call(node, 'NodePublishVolume', publish); // idempotent
+    expect(await code(call(node, 'NodePublishVolume', { ...publish, readonly: true }))).toBe(
+      status.ALREADY_EXISTS,
+    );
+    const sums = new Map<string, string>();
+    for (const [name, mib] of [
+      ['a.bin', 5],
+      ['b.bin', 1],
+    ] as const) {
+      const file = join(target, name);
+      await run('dd', ['if=/dev/urandom', `of=${file}`, 'bs=1M', `count=${mib}`, 'status=none']);
+      sums.set(name, await sha256(file));
+    }
+    await run('sync', ['-f', target]);
+
+    const stats = await call<{
+      usage: { unit: string; total: string; used: string; available: string }[];
+      volume_condition: { abnormal: boolean; message: string };
+    }>(node, 'NodeGetVolumeStats', { volume_id: volume, volume_path: target });
+    const bytes = stats.usage.find((u) => u.unit === 'BYTES');
+    const inodes = stats.usage.find((u) => u.unit === 'INODES');
+    expect(Number(bytes?.total)).toBeGreaterThan(40 * MiB);
+    expect(Number(bytes?.total)).toBeLessThanOrEqual(SIZE);
+    expect(Number(bytes?.used)).toBeGreaterThanOrEqual(6 * MiB);
+    expect(Number(bytes?.available)).toBeLessThan(Number(bytes?.total) - 6 * MiB);
+    expect(Number(inodes?.total)).toBeGreaterThan(1000);
+    expect(Number(inodes?.used)).toBeGreaterThanOrEqual(13); // root, lost+found, reserved ones, two files
+    expect(stats.volume_condition.abnormal).toBe(false);
+    expect(
+      await code(call(node, 'NodeGetVolumeStats', { volume_id: volume, volume_path: join(dir, 'nope') })),
+    ).toBe(status.NOT_FOUND);
+
+    // Expansion: the device is what it is; asking for more says when it arrives.
+    const expanded = await call(node, 'NodeExpandVolume', {
+      volume_id: volume,
+      volume_path: target,
+      capacity_range: { required_bytes: String(SIZE) },
+    });
+    expect(Number(expanded.capacity_bytes)).toBe(SIZE);
+    await expect(
+      call(node, 'NodeExpandVolume', {
+        volume_id: volume,
+        volume_path: target,
+        capacity_range: { required_bytes: String(2 * SIZE) },
+      }),
+    ).rejects.toMatchObject({
+      code: status.FAILED_PRECONDITION,
+      details: expect.stringMatching(/staged again/),
+    });
+
+    // A read-only publish of the same staged volume refuses writes.
+    const roTarget = join(dir, 'pods', 'b', 'mount');
+    await call(node, 'NodePublishVolume', { ...publish, target_path: roTarget, readonly: true });
+    expect(await sha256(join(roTarget, 'a.bin'))).toBe(sums.get('a.bin'));
+    expect((await run('touch', [join(roTarget, 'new')], { allowFailure: true })).code).not.toBe(0);
+
+    // Unstage while published is refused; unpublish removes the target directory.
+    expect(
+      await code(call(node, 'NodeUnstageVolume', { volume_id: volume, staging_target_path: staging })),
+    ).toBe(status.FAILED_PRECONDITION);
+    for (const t of [target, roTarget]) {
+      await call(node, 'NodeUnpublishVolume', { volume_id: volume, target_path: t });
+      await call(node, 'NodeUnpublishVolume', { volume_id: volume, target_path: t }); // idempotent
+      await expect(stat(t)).rejects.toMatchObject({ code: 'ENOENT' });
+    }
+    await call(node, 'NodeUnstageVolume', { volume_id: volume, staging_target_path: staging });
+    await call(node, 'NodeUnstageVolume', { volume_id: volume, staging_target_path: staging }); // idempotent
+    expect((await readMountInfo()).filter((m) => m.mountPoint.startsWith(join(dir, 'state-node-a')))).toEqual(
+      [],
+    );
+    expect(await code(call(node, 'NodePublishVolume', publish))).toBe(status.FAILED_PRECONDITION);
+
+    // Another node, same engine socket: the files are there, intact; no second format.
+    const other = await startNode('node-b');
+    const staging2 = join(dir, 'staging-b');
+    await call(other, 'NodeStageVolume', { ...stage, staging_target_path: staging2 });
+    const target2 = join(dir, 'pods', 'c', 'mount');
+    await call(other, 'NodePublishVolume', {
+      ...publish,
+      staging_target_path: staging2,
+      target_path: target2,
+    });
+    for (const [name, sum] of sums) expect(await sha256(join(target2, name))).toBe(sum);
+    await call(other, 'NodeUnpublishVolume', { volume_id: volume, target_path: target2 });
+    await call(other, 'NodeUnstageVolume', { volume_id: volume, staging_target_path: staging2 });
+  }, 60_000);
+
+  it('hands a raw block device to dd and qemu-io, read-only refuses writes, grows a small filesystem at stage', async () => {
+    const volume = 'pvc-csi-block';
+    const node = await startNode('node-a');
+    await startVolume(volume);
+    const staging = join(dir, 'staging');
+    const stage = {
+      volume_id: volume,
+      staging_target_path: staging,
+      volume_capability: blockCapability('SINGLE_NODE_WRITER'),
+    };
+    await call(node, 'NodeStageVolume', stage);
+    await call(node, 'NodeStageVolume', stage);
+    const target = join(dir, 'pods', 'a', 'dev');
+    const publish = { ...stage, target_path: target, readonly: false };
+    await call(node, 'NodePublishVolume', publish);
+    await call(node, 'NodePublishVolume', publish);
+    expect((await stat(target)).isBlockDevice()).toBe(true);
+
+    const data = join(dir, 'random.bin');
+    await run('dd', ['if=/dev/urandom', `of=${data}`, 'bs=1M', 'count=1', 'status=none']);
+    await run('dd', [`if=${data}`, `of=${target}`, 'bs=1M', 'seek=4', 'oflag=direct', 'status=none']);
+    const back = join(dir, 'back.bin');
+    await run('dd', [
+      `if=${target}`,
+      `of=${back}`,
+      'bs=1M',
+      'skip=4',
+      'count=1',
+      'iflag=direct',
+      'status=none',
+    ]);
+    expect(await sha256(back)).toBe(await sha256(data));
+    await run('qemu-io', ['-f', 'raw', '-c', 'write -P 0xab 8M 1M', '-c', 'read -P 0xab 8M 1M', target]);
+    await run('qemu-io', ['-f', 'raw', '-c', 'read -P 0 0 4M', target]);
+
+    const stats = await call<{
+      usage: { unit: string; total: string }[];
+      volume_condition: { abnormal: boolean };
+    }>(node, 'NodeGetVolumeStats', { volume_id: volume, volume_path: target });
+    expect(stats.usage).toEqual([expect.objectContaining({ unit: 'BYTES', total: String(SIZE) })]);
+    expect(stats.volume_condition.abnormal).toBe(false);
+
+    // Read-only: a loop device of its own, which refuses writes at the device.
+    const roTarget = join(dir, 'pods', 'b', 'dev');
+    await call(node, 'NodePublishVolume', { ...publish, target_path: roTarget, readonly: true });
+    await call(node, 'NodePublishVolume', { ...publish, target_path: roTarget, readonly: true });
+    expect(await code(call(node, 'NodePublishVolume', { ...publish, target_path: roTarget }))).toBe(
+      status.ALREADY_EXISTS,
+    );
+    await run('qemu-io', ['-r', '-f', 'raw', '-c', 'read -P 0xab 8M 1M', roTarget]);
+    const write = await run('dd', [`if=${data}`, `of=${roTarget}`, 'bs=1M', 'count=1', 'status=none'], {
+      allowFailure: true,
+    });
+    expect(write.code).not.toBe(0);
+    const roStats = await call<{ volume_condition: { abnormal: boolean; message: string } }>(
+      node,
+      'NodeGetVolumeStats',
+      { volume_id: volume, volume_path: roTarget },
+    );
+    expect(roStats.volume_condition).toMatchObject({ abnormal: false });
+
+    // A filesystem smaller than the device (as after an expansion): made here, grown by the next stage.
+    await run('mkfs.ext4', ['-q', '-F', '-b', '4096', '-E', 'nodiscard', target, String((32 * MiB) / 4096)]);
+    for (const t of [target, roTarget]) {
+      await call(node, 'NodeUnpublishVolume', { volume_id: volume, target_path: t });
+      await expect(stat(t)).rejects.toMatchObject({ code: 'ENOENT' });
+    }
+    await call(node, 'NodeUnstageVolume', stage);
+    const fsStage = { ...stage, volume_capability: mountCapability('SINGLE_NODE_WRITER', 'ext4') };
+    await call(node, 'NodeStageVolume', fsStage);
+    const fsStats = await call<{ usage: { unit: string; total: string }[] }>(node, 'NodeGetVolumeStats', {
+      volume_id: volume,
+      volume_path: staging,
+    });
+    expect(Number(fsStats.usage.find((u) => u.unit === 'BYTES')?.total)).toBeGreaterThan(48 * MiB);
+    const size = (
+      await run('dumpe2fs', [
+        '-h',
+        (await readMountInfo()).find((m) => m.mountPoint === staging)?.source ?? '',
+      ])
+    ).stdout;
+    expect(Number(/^Block count:\s+(\d+)/m.exec(size)?.[1]) * 4096).toBe(SIZE);
+    await call(node, 'NodeUnstageVolume', fsStage);
+    expect(await readFile(join(dir, 'state-node-a', 'staged', `${volume}.json`)).catch(() => 'gone')).toBe(
+      'gone',
+    );
+  }, 60_000);
+});
