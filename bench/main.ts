@@ -3,10 +3,12 @@
  * JSON object with the figures and their ratios to the reference measured in
  * the same run.
  */
+import { benchCsi } from './csi.js';
 import { benchDataplane } from './dataplane.js';
 import { benchWebhook } from './webhook.js';
 
 const BENCHMARKS: Record<string, () => Promise<Record<string, unknown>>> = {
+  csi: benchCsi,
   dataplane: benchDataplane,
   webhook: benchWebhook,
 };

@@ -27,7 +27,7 @@ describe('ensureFilesystem', () => {
     expect(r).toEqual({ formatted: true });
     expect(calls).toEqual([
       'blkid -p -o export /dev/loop7',
-      'mkfs.ext4 -q -F -E nodiscard,lazy_itable_init=1 /dev/loop7',
+      'mkfs.ext4 -q -F -E nodiscard,lazy_itable_init=1,lazy_journal_init=1 /dev/loop7',
     ]);
   });
 

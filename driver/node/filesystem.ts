@@ -68,12 +68,17 @@ export async function probeDevice(device: string, runner: CommandRunner = run): 
  * - ext4 `lazy_itable_init=1`: inode tables are zeroed by the kernel in the background after the
  *   first mount instead of by mkfs, so staging a large volume does not wait for gigabytes of
  *   replicated writes (they read as zeros anyway).
+ * - ext4 `lazy_journal_init=1`: mkfs does not zero the journal (4 MiB at 64 MiB, 64 MiB at 10 GiB,
+ *   every byte through three replicas) — safe for the same reason: the device reads as zeros, so
+ *   no stale journal block can be replayed. Measured by `npm run bench -- csi`: mkfs writes 4.4 MiB
+ *   → 0.3 MiB on a 64 MiB volume.
  * - xfs `-K`: the same as nodiscard.
  * - ext4 `-F`: the probe above has decided; mke2fs would otherwise prompt (and, with no input, stop)
  *   on some devices.
  */
 export function mkfsCommand(device: string, fsType: FsType): [string, string[]] {
-  if (fsType === 'ext4') return ['mkfs.ext4', ['-q', '-F', '-E', 'nodiscard,lazy_itable_init=1', device]];
+  if (fsType === 'ext4')
+    return ['mkfs.ext4', ['-q', '-F', '-E', 'nodiscard,lazy_itable_init=1,lazy_journal_init=1', device]];
   return ['mkfs.xfs', ['-q', '-K', device]];
 }
 
