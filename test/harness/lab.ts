@@ -9,6 +9,7 @@ import { isProcessAlive } from '../../lib/pid.js';
 import { type RunningWebhook, runWebhook } from '../../webhook/run.js';
 import { tandemEntry } from './cli-process.js';
 import { type ControlPlane, startControlPlane } from './control-plane.js';
+import { type LabCsi, startLabCsi } from './lab-csi.js';
 import { SimulatedNetwork, type SimulatedNode } from './netns.js';
 import { freePort } from './ports.js';
 import { type EngineProcess, SimDataPlane } from './sim-dataplane.js';
@@ -30,10 +31,13 @@ export interface Lab {
   /** Replica servers on every replica node and a demo volume with its engine on node-1. */
   dataPlane: SimDataPlane;
   demoEngine: EngineProcess;
+  /** The CSI controller and node plugins, and a demo volume mounted through them. */
+  csi: LabCsi;
   stop(): Promise<void>;
 }
 
 const DEMO_VOLUME_BYTES = 256 * 1024 * 1024;
+const LAB_NAMESPACE = 'tandem-system';
 
 /** Topology label the driver reports for every node (its node id). */
 export const TOPOLOGY_NODE_LABEL = 'topology.csi.tandem.dev/node';
@@ -54,6 +58,7 @@ export async function startLab(options: LabOptions): Promise<Lab> {
   let webhook: RunningWebhook | undefined;
   let dataPlane: SimDataPlane | undefined;
   let demoEngine: EngineProcess | undefined;
+  let csi: LabCsi | undefined;
   try {
     controlPlane = await startControlPlane({
       dir: join(options.stateDir, 'control-plane'),
@@ -74,10 +79,20 @@ export async function startLab(options: LabOptions): Promise<Lab> {
         replicas: Math.min(3, options.nodes),
         sizeBytes: DEMO_VOLUME_BYTES,
         volume: 'demo-disk',
+        reconcileNamespace: LAB_NAMESPACE,
       },
     });
     demoEngine = await dataPlane.startEngine(network.nodes[0] as SimulatedNode);
+    csi = await startLabCsi({
+      network,
+      dataPlane,
+      kubeconfigPath: controlPlane.kubeconfigPath,
+      namespace: LAB_NAMESPACE,
+      dir: join(options.stateDir, 'csi'),
+      logger,
+    });
   } catch (err) {
+    await csi?.stop().catch(() => undefined);
     await webhook?.stop();
     await controlPlane?.stop();
     await network.destroy();
@@ -87,6 +102,7 @@ export async function startLab(options: LabOptions): Promise<Lab> {
 
   const started = controlPlane;
   const admission = webhook;
+  const driver = csi;
   return {
     controlPlane: started,
     network,
@@ -94,7 +110,10 @@ export async function startLab(options: LabOptions): Promise<Lab> {
     webhook: admission,
     dataPlane,
     demoEngine,
+    csi: driver,
     stop: async () => {
+      // The demo volume is unmounted and detached through the driver before anything stops.
+      await driver.stop();
       await admission.stop();
       await started.stop();
       await network.destroy();
@@ -110,12 +129,12 @@ export async function startLab(options: LabOptions): Promise<Lab> {
 async function startLabWebhook(kc: KubeConfig, address: string, logger: Logger): Promise<RunningWebhook> {
   const port = await freePort(address);
   const registration = await registerWebhookConfigurations(kc, `https://${address}:${port}`, 'lab');
-  await kc.makeApiClient(CoreV1Api).createNamespace({ body: { metadata: { name: 'tandem-system' } } });
+  await kc.makeApiClient(CoreV1Api).createNamespace({ body: { metadata: { name: LAB_NAMESPACE } } });
   return runWebhook({
     kc,
     host: address,
     port,
-    namespace: 'tandem-system',
+    namespace: LAB_NAMESPACE,
     serviceName: 'tandem-webhook',
     secretName: 'tandem-webhook-tls',
     validatingConfiguration: registration.names.validating,
@@ -206,6 +225,11 @@ export function describeLab(lab: Lab): string {
       ? `  ip netns exec ${lab.network.nodes[1]?.netns} ${process.execPath} ${tandemEntry().join(' ')} engine --join --node-id ${lab.network.nodes[1]?.name} --volume demo-disk --credential-file ${lab.dataPlane.credentialFile} --kubeconfig ${lab.kubeconfigPath} --nbd-socket ${join(lab.dataPlane.dir, 'second.sock')} --metrics-address ${lab.network.nodes[1]?.address}:9520`
       : '',
     '',
-    'The CSI driver and the migrator are not in this build yet; the lab will run a demo migration once they are.',
+    `The CSI driver: tandem controller (${lab.csi.controllerSocket}) and a node plugin per node; data planes reconcile from the Volumes.`,
+    `Volume ${lab.csi.demo.volumeId} was created, published to ${lab.csi.demo.node.name}, staged (ext4) and mounted through it at:`,
+    `  ${lab.csi.demo.mountPath}`,
+    `  echo hello > ${lab.csi.demo.mountPath}/hello.txt; sync; ${kubectl} get volumes.tandem.dev ${lab.csi.demo.volumeId}`,
+    '',
+    'The migrator is not in this build yet; the lab will run a demo migration once it is.',
   ].join('\n');
 }

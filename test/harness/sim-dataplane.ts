@@ -10,6 +10,8 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { CoreV1Api } from '@kubernetes/client-node';
+import { CREDENTIAL_KEY, credentialSecretName } from '../../driver/dataplane/credentials.js';
 import { ReplicaStore } from '../../driver/replica/store.js';
 import { API_VERSION, VOLUME_KIND, type Volume } from '../../lib/api/volume.js';
 import { loadKubeConfig } from '../../lib/kube/client.js';
@@ -33,6 +35,12 @@ export interface SimDataPlaneOptions {
   volume?: string;
   /** Engine flags added to every engine started (e.g. a short --request-timeout). */
   engineArgs?: string[];
+  /**
+   * Run the data planes with --reconcile (registration Leases and credential Secrets in this
+   * namespace), as the DaemonSet does, so a CSI controller can place volumes on them; the hand-made
+   * volume gets its Secret there so the reconcilers keep its replicas.
+   */
+  reconcileNamespace?: string;
 }
 
 export interface EngineProcess {
@@ -122,6 +130,11 @@ export class SimDataPlane {
     return join(this.dir, 'data', node.name);
   }
 
+  /** Where the node's data plane puts engine sockets (--reconcile), and its node plugin looks. */
+  engineSocketDir(node: SimulatedNode): string {
+    return join(this.dir, 'engines', node.name);
+  }
+
   async #createVolume(): Promise<void> {
     const secret = await readFile(this.credentialFile);
     for (const node of this.replicaNodes) {
@@ -134,6 +147,18 @@ export class SimDataPlane {
         })
       ).close();
       await this.startReplicaServer(node);
+    }
+    const namespace = this.options.reconcileNamespace;
+    if (namespace !== undefined) {
+      await loadKubeConfig(this.kubeconfigPath)
+        .makeApiClient(CoreV1Api)
+        .createNamespacedSecret({
+          namespace,
+          body: {
+            metadata: { name: credentialSecretName(this.volume) },
+            data: { [CREDENTIAL_KEY]: secret.toString('base64') },
+          },
+        });
     }
     const created = await this.volumes.create({
       apiVersion: API_VERSION,
@@ -181,6 +206,17 @@ export class SimDataPlane {
         `${node.address}:${DATAPLANE_ADMIN_PORT}`,
         '--kubeconfig',
         this.kubeconfigPath,
+        ...(this.options.reconcileNamespace === undefined
+          ? []
+          : [
+              '--reconcile',
+              '--namespace',
+              this.options.reconcileNamespace,
+              '--advertise-address',
+              `${node.address}:${REPLICA_PORT}`,
+              '--engine-socket-dir',
+              this.engineSocketDir(node),
+            ]),
       ],
       cwd: packageRoot(),
       logFile: join(this.dir, `${node.name}-dataplane.log`),

@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { mkdtemp } from 'node:fs/promises';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { run } from '../../lib/exec.js';
@@ -79,8 +79,24 @@ describe('tandem lab (the quick start main job)', () => {
       expect(volume.status.replicas.map((r) => r.mode)).toEqual(['ReadWrite', 'ReadWrite']);
       expect(volume.status.engines.map((e) => e.node)).toEqual(['node-1']);
 
+      // The CSI driver: demo-fs was provisioned, published and mounted through it; it takes files.
+      const mountPath = /mounted through it at:\n\s+(\S+)/.exec(banner)?.[1] ?? '';
+      expect(mountPath).toBe(join(stateDir, 'csi', 'demo-fs', 'mount'));
+      await writeFile(join(mountPath, 'hello.txt'), 'hello from the lab\n');
+      await run('sync', ['-f', join(mountPath, 'hello.txt')]);
+      expect(await readFile(join(mountPath, 'hello.txt'), 'utf8')).toBe('hello from the lab\n');
+      const mounted = await readFile('/proc/self/mountinfo', 'utf8');
+      expect(mounted).toContain(` ${mountPath} `);
+      const demoFs = JSON.parse(
+        (await run(toolPath('kubectl'), ['get', 'volumes.tandem.dev', 'demo-fs', '-o', 'json'], { env }))
+          .stdout,
+      ) as { spec: { engines: { node: string }[] }; status: { replicas: { node: string; mode: string }[] } };
+      expect(demoFs.spec.engines).toEqual([{ node: 'node-1' }]);
+      expect(demoFs.status.replicas.map((r) => r.node).sort()).toEqual(['node-1', 'node-2']);
+
       lab.kill('SIGINT');
       expect(await exitOf(lab)).toBe(0);
+      expect(await readFile('/proc/self/mountinfo', 'utf8')).not.toContain(stateDir);
       for (const ns of netns) expect(existsSync(`/run/netns/${ns}`)).toBe(false);
       expect(existsSync(stateDir)).toBe(false);
       const leftovers = await run('pgrep', ['-f', stateDir], { allowFailure: true });
