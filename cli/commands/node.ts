@@ -9,13 +9,7 @@ import { serveAdmin } from '../../lib/http-admin.js';
 import { createLogger } from '../../lib/log.js';
 import { createRegistry } from '../../lib/metrics.js';
 import { untilStopSignal } from '../../lib/signals.js';
-import {
-  csiEndpointOption,
-  kubeconfigOption,
-  logLevelOption,
-  metricsAddressOption,
-  nodeIdOption,
-} from '../options.js';
+import { csiEndpointOption, logLevelOption, metricsAddressOption, nodeIdOption } from '../options.js';
 
 const absolutePath = (value: string): string => {
   if (!value.startsWith('/')) throw new InvalidArgumentError(`"${value}" is not an absolute path.`);
@@ -51,7 +45,6 @@ export function nodeCommand() {
         .default('auto' as const)
         .env('TANDEM_NODE_FRONTEND'),
     )
-    .addOption(kubeconfigOption())
     .addOption(metricsAddressOption('0.0.0.0:9502'))
     .addOption(logLevelOption())
     .action(async (options) => {
