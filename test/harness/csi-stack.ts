@@ -171,6 +171,11 @@ export class CsiStack {
     await exitOf(child);
   }
 
+  /** The pid of the role's running process (undefined when it does not run). */
+  pid(role: Role): number | undefined {
+    return this.#children.get(role)?.pid;
+  }
+
   async stop(role: Role): Promise<void> {
     const child = this.#children.get(role);
     if (!child) return;
