@@ -125,6 +125,8 @@ export class EngineHost {
       device: this.engine,
       // FLUSH goes to every replica and covers every connection's acknowledged writes.
       multiConn: true,
+      // `<volume>@growable` for the node's nbdfuse + loop frontend (nbd/growable.ts).
+      growable: true,
       logger: this.#log,
       onRequest: (op, bytes, seconds, ok) => this.metrics.observeRequest(volume, op, bytes, seconds, ok),
     });

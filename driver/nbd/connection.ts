@@ -136,6 +136,7 @@ export class NbdConnection {
         this.phase = 'transmission';
         this.decoder = new RequestDecoder({
           size: event.size,
+          ...(event.limit === undefined ? {} : { limit: event.limit }),
           readOnly: event.readOnly,
           maxPayload: this.options.handshake.maxPayload,
         });

@@ -110,6 +110,30 @@ describe('NBD_OPT_LIST, ABORT and unsupported options', () => {
     expect(events).toEqual([]);
   });
 
+  it('leaves hidden exports out of LIST; GO still reaches them and hands over their limit', () => {
+    const limit = () => 8192n;
+    const cfg: HandshakeConfig = {
+      ...config,
+      exports: new Map<string, ExportConfig>([
+        ['vol-a', { size: 10n * GIB }],
+        ['vol-a@growable', { size: 1n << 52n, hidden: true, limit }],
+      ]),
+    };
+    expect(run(`${FIXED} ${option(NBD_OPT.LIST)}`, Number.POSITIVE_INFINITY, cfg).sent).toEqual(
+      hex(
+        reply(NBD_OPT.LIST, NBD_REP.SERVER, `${u32(5)} ${str('vol-a')}`) + reply(NBD_OPT.LIST, NBD_REP.ACK),
+      ),
+    );
+    const { events } = run(
+      `${FIXED} ${option(NBD_OPT.GO, infoData('vol-a@growable', []))}`,
+      Number.POSITIVE_INFINITY,
+      cfg,
+    );
+    expect(events).toEqual([
+      expect.objectContaining({ type: 'ready', exportName: 'vol-a@growable', size: 1n << 52n, limit }),
+    ]);
+  });
+
   it('rejects LIST with data as ERR_INVALID and keeps haggling', () => {
     const { sent, events } = run(`${FIXED} ${option(NBD_OPT.LIST, 'aa')} ${option(NBD_OPT.ABORT)}`);
     const msg = str('NBD_OPT_LIST takes no data');

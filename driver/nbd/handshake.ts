@@ -22,6 +22,13 @@ export interface ExportConfig {
   size: bigint;
   readOnly?: boolean;
   description?: string;
+  /** Left out of NBD_OPT_LIST replies (still reachable by name with GO, INFO or EXPORT_NAME). */
+  hidden?: boolean;
+  /**
+   * Requests are refused past this bound as well as past `size`; read for every request, so it
+   * may grow while a connection is open (the growable export, server.ts).
+   */
+  limit?: () => bigint;
 }
 
 export interface HandshakeConfig {
@@ -38,6 +45,8 @@ export interface ReadyEvent {
   type: 'ready';
   exportName: string;
   size: bigint;
+  /** The export's moving bound, if it has one (ExportConfig.limit). */
+  limit?: () => bigint;
   readOnly: boolean;
   transmissionFlags: number;
   /** Whether the client negotiated NBD_FLAG_C_NO_ZEROES (informational once ready). */
@@ -251,6 +260,7 @@ export class HandshakeParser {
       return;
     }
     for (const [name, exp] of this.config.exports) {
+      if (exp.hidden === true) continue;
       const nameBytes = Buffer.from(name, 'utf8');
       const length = Buffer.alloc(4);
       length.writeUInt32BE(nameBytes.length, 0);
@@ -302,6 +312,7 @@ export class HandshakeParser {
       type: 'ready',
       exportName,
       size: exp.size,
+      ...(exp.limit === undefined ? {} : { limit: exp.limit }),
       readOnly: exp.readOnly === true,
       transmissionFlags: flags,
       noZeroes: this.noZeroes,

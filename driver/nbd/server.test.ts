@@ -5,7 +5,9 @@ import { join } from 'node:path';
 import { DeferredDevice, settle, waitFor } from '../../test/harness/deferred-device.js';
 import { MemoryBlockDevice } from '../../test/harness/memory-nbd-server.js';
 import { NbdTestClient } from '../../test/harness/nbd-test-client.js';
+import { MAX_VOLUME_BYTES } from '../controller/create-volume.js';
 import { NBD_CMD, NBD_CMD_FLAG, NBD_ERRNO, NBD_TX_FLAG } from './constants.js';
+import { GROWABLE_EXPORT_BYTES, growableExportName } from './growable.js';
 import { type BlockDevice, NbdIoError, NbdServer, type NbdServerOptions } from './server.js';
 
 const SIZE = 1024 * 1024;
@@ -309,5 +311,54 @@ describe('NbdServer', () => {
     expect(() => server.resize(SIZE)).toThrow(RangeError);
     expect(() => server.resize(1.5)).toThrow(RangeError);
     expect(server.size).toBe(4 * SIZE);
+  });
+
+  it('offers a growable twin: huge, unlisted, bounded by the size resize() sets, even when already open', async () => {
+    const device = new MemoryBlockDevice(4 * SIZE);
+    const server = await serve(device, { growable: true });
+    const growable = await NbdTestClient.connect(path, growableExportName('disk'));
+    clients.push(growable);
+    const plain = await client();
+    expect(growable.size).toBe(BigInt(GROWABLE_EXPORT_BYTES));
+    expect(plain.size).toBe(BigInt(SIZE));
+    const block = Buffer.alloc(4096, 0x3c);
+    const lastOld = SIZE - 4096;
+    const lastNew = 4 * SIZE - 4096;
+    expect((await growable.request({ command: WRITE, offset: lastOld, payload: block })).errno).toBe(0);
+    expect((await growable.request({ command: READ, offset: lastOld, length: 4096 })).data).toEqual(block);
+    // Past the volume's current size: refused like past the end of an export, nothing reaches the device.
+    expect((await growable.request({ command: WRITE, offset: SIZE, payload: block })).errno).toBe(
+      NBD_ERRNO.ENOSPC,
+    );
+    expect((await growable.request({ command: READ, offset: SIZE - 2048, length: 4096 })).errno).toBe(
+      NBD_ERRNO.EINVAL,
+    );
+    expect((await growable.request({ command: TRIM, offset: lastNew, length: 4096 })).errno).toBe(
+      NBD_ERRNO.EINVAL,
+    );
+    expect(device.data.subarray(SIZE).every((b) => b === 0)).toBe(true);
+
+    server.resize(4 * SIZE);
+    // The open growable connection follows; the open plain one keeps the size it negotiated.
+    expect((await growable.request({ command: WRITE, offset: lastNew, payload: block })).errno).toBe(0);
+    expect((await growable.request({ command: READ, offset: lastNew, length: 4096 })).data).toEqual(block);
+    expect((await growable.request({ command: READ, offset: 4 * SIZE, length: 512 })).errno).toBe(
+      NBD_ERRNO.EINVAL,
+    );
+    expect((await plain.request({ command: READ, offset: lastNew, length: 4096 })).errno).toBe(
+      NBD_ERRNO.EINVAL,
+    );
+    expect((await client()).size).toBe(BigInt(4 * SIZE));
+    // Without the option there is no twin.
+    const other = join(dir, 'plain.sock');
+    const single = new NbdServer({ exportName: 'disk', size: SIZE, device, multiConn: false });
+    servers.push(single);
+    await single.listenUnix(other);
+    await expect(NbdTestClient.connect(other, growableExportName('disk'))).rejects.toThrow();
+  });
+
+  it('sizes the growable export as the largest volume', () => {
+    expect(GROWABLE_EXPORT_BYTES).toBe(MAX_VOLUME_BYTES);
+    expect(growableExportName('pvc-1.a')).toBe('pvc-1.a@growable');
   });
 });

@@ -7,6 +7,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { type Logger, silentLogger } from '../../lib/log.js';
 import { NbdConnection, type RequestHook } from './connection.js';
 import type { BlockDevice } from './device.js';
+import { GROWABLE_EXPORT_BYTES, growableExportName } from './growable.js';
 import { type ExportConfig, type HandshakeConfig, HandshakeParser } from './handshake.js';
 
 export type { RequestHook } from './connection.js';
@@ -20,6 +21,12 @@ export interface NbdServerOptions {
   /** Advertise CAN_MULTI_CONN: only when FLUSH on one connection covers writes done on all. */
   multiConn: boolean;
   readOnly?: boolean;
+  /**
+   * Also offer the export as `<exportName>@growable` (growable.ts): advertised with
+   * GROWABLE_EXPORT_BYTES, requests refused past `size` as it is at the time of each request, so
+   * a connection that stays open follows resize(). Not listed by NBD_OPT_LIST.
+   */
+  growable?: boolean;
   /** Largest READ/WRITE accepted and advertised; default 32 MiB. */
   maxPayload?: number;
   description?: string;
@@ -69,11 +76,27 @@ export class NbdServer {
     };
     // HandshakeParser validates this (maxPayload range, string lengths): fail here, not per client.
     this.handshake = {
-      exports: new Map([[options.exportName, exportConfig]]),
+      exports: this.exports(exportConfig),
       multiConn: options.multiConn,
       maxPayload: options.maxPayload ?? DEFAULT_MAX_PAYLOAD,
     };
     new HandshakeParser(this.handshake);
+  }
+
+  /** The export map for the volume's export `config`: itself, and its growable twin if asked for. */
+  private exports(config: ExportConfig): Map<string, ExportConfig> {
+    const exports = new Map([[this.options.exportName, config]]);
+    if (this.options.growable === true) {
+      const size = BigInt(Math.max(GROWABLE_EXPORT_BYTES, this.options.size));
+      exports.set(growableExportName(this.options.exportName), {
+        ...config,
+        size,
+        hidden: true,
+        // Read per request: the size new connections to the volume's export are offered now.
+        limit: () => this.exportConfig().size,
+      });
+    }
+    return exports;
   }
 
   /** The export size new connections are offered. */
@@ -86,15 +109,13 @@ export class NbdServer {
    * in transmission keep the size they negotiated, and their requests are checked against it, since
    * NBD has no way to tell a client its export changed (it reconnects to see the new size). The
    * device must already serve `size` bytes. A smaller size throws: volumes never shrink.
+   * Connections to the growable export (if offered) may use the new size at once.
    */
   resize(size: number): void {
     const current = this.exportConfig();
     if (!Number.isSafeInteger(size) || BigInt(size) < current.size)
       throw new RangeError(`export size ${size} is not a safe integer of at least ${current.size}`);
-    this.handshake = {
-      ...this.handshake,
-      exports: new Map([[this.options.exportName, { ...current, size: BigInt(size) }]]),
-    };
+    this.handshake = { ...this.handshake, exports: this.exports({ ...current, size: BigInt(size) }) };
   }
 
   private exportConfig(): ExportConfig {

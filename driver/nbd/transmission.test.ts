@@ -174,6 +174,32 @@ describe('RequestDecoder: refused requests keep the stream in sync', () => {
   });
 });
 
+describe('RequestDecoder: a moving limit (the growable export)', () => {
+  it('refuses past the limit read at each request, up to the export size', () => {
+    let limit = 8192n;
+    const growable: DecoderConfig = { size: SIZE, maxPayload: MAX, limit: () => limit };
+    const decoder = new RequestDecoder(growable);
+    const payload = Buffer.alloc(4096, 1);
+    const writeLast = req(NBD_CMD.WRITE, 4096n, 4096, { payload });
+    const writePast = req(NBD_CMD.WRITE, 8192n, 4096, { payload });
+    const readAcross = req(NBD_CMD.READ, 6144n, 4096);
+    const trimPast = req(NBD_CMD.TRIM, 8192n, 1);
+    const zeroesPast = req(NBD_CMD.WRITE_ZEROES, 8192n, 1);
+    expect(decoder.push(wire(writeLast, writePast, readAcross, trimPast, zeroesPast))).toEqual([
+      ok(writeLast),
+      refused(NBD_ERRNO.ENOSPC),
+      refused(NBD_ERRNO.EINVAL),
+      refused(NBD_ERRNO.EINVAL),
+      refused(NBD_ERRNO.ENOSPC),
+    ]);
+    limit = 16384n; // the volume grew: the same connection may now use it
+    expect(decoder.push(wire(writePast, readAcross))).toEqual([ok(writePast), ok(readAcross)]);
+    limit = 2n * SIZE; // a limit past the export size does not widen the export
+    const pastExport = req(NBD_CMD.READ, SIZE, 1);
+    expect(decoder.push(wire(pastExport))).toEqual([refused(NBD_ERRNO.EINVAL)]);
+  });
+});
+
 describe('RequestDecoder: fatal input', () => {
   it('stops at a bad request magic', () => {
     const bytes = Buffer.concat([hex(`25609514 ${'00'.repeat(24)}`), wire(req(NBD_CMD.READ, 0n, 1))]);

@@ -25,6 +25,11 @@ export type DecodeEvent =
 export interface DecoderConfig {
   /** Export size in bytes: no yielded request reaches past it. */
   size: bigint;
+  /**
+   * A bound below `size` that may move, read for every request: requests past it are refused
+   * like requests past the end (a growable export, handshake.ts ExportConfig.limit).
+   */
+  limit?: () => bigint;
   readOnly?: boolean;
   /** Largest READ or WRITE length; WRITE beyond it is fatal, READ beyond it is EINVAL. */
   maxPayload: number;
@@ -61,6 +66,7 @@ interface Rejection {
 
 export class RequestDecoder {
   private readonly size: bigint;
+  private readonly limit: (() => bigint) | undefined;
   private readonly readOnly: boolean;
   private readonly maxPayload: number;
   private phase: Phase = 'header';
@@ -78,6 +84,7 @@ export class RequestDecoder {
       throw new RangeError(`maxPayload must be an integer in [1, ${MAX_U32}]`);
     }
     this.size = config.size;
+    this.limit = config.limit;
     this.readOnly = config.readOnly === true;
     this.maxPayload = config.maxPayload;
   }
@@ -208,14 +215,14 @@ export class RequestDecoder {
         message: `READ of ${length} bytes exceeds maxPayload ${this.maxPayload}`,
       };
     }
-    if (offset > this.size || BigInt(length) > this.size - offset) {
+    const limit = this.limit?.();
+    const end = limit !== undefined && limit < this.size ? limit : this.size;
+    if (offset > end || BigInt(length) > end - offset) {
       // The spec asks for ENOSPC on writes past the end and EINVAL on reads and trims.
       const errno =
         command === NBD_CMD.WRITE || command === NBD_CMD.WRITE_ZEROES ? NBD_ERRNO.ENOSPC : NBD_ERRNO.EINVAL;
-      return {
-        errno,
-        message: `${name} of ${length} bytes at ${offset} is beyond the export size ${this.size}`,
-      };
+      const bound = end === this.size ? 'the export size' : "the volume's current size";
+      return { errno, message: `${name} of ${length} bytes at ${offset} is beyond ${bound} ${end}` };
     }
     return undefined;
   }

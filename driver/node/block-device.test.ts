@@ -1,9 +1,10 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { attachBlockDevice, targetUri, unixSocketUri } from './block-device.js';
+import { attachBlockDevice, fuseLoopTarget, targetUri, unixSocketUri } from './block-device.js';
 import { parseLosetupList } from './fuse-loop.js';
 import { nbdClientArgs, parseNbdUri } from './kernel-nbd.js';
+import { parseSizeLimitOutput } from './loop-ioctl.js';
 
 describe('NBD URIs', () => {
   it('round-trips a unix socket path and export name with awkward characters', () => {
@@ -35,6 +36,40 @@ describe('NBD URIs', () => {
       '-N',
       'v',
     ]);
+  });
+});
+
+describe('what nbdfuse connects to', () => {
+  it('the growable export, with the volume size as the loop limit, when the engine offers it', async () => {
+    const asked: string[][] = [];
+    const probe = async (_socket: string, names: readonly string[]) => {
+      asked.push([...names]);
+      return [8 << 20, 2 ** 52];
+    };
+    expect(await fuseLoopTarget('/run/e/pvc-1.sock', 'pvc-1', probe)).toEqual({
+      uri: 'nbd+unix:///pvc-1%40growable?socket=/run/e/pvc-1.sock',
+      sizeLimit: 8 << 20,
+    });
+    expect(asked).toEqual([['pvc-1', 'pvc-1@growable']]);
+    expect(parseNbdUri('nbd+unix:///pvc-1%40growable?socket=/s').exportName).toBe('pvc-1@growable');
+  });
+
+  it('the export itself, without a limit, from an engine without the growable export', async () => {
+    const probe = async () => [8 << 20, undefined];
+    expect(await fuseLoopTarget('/s', 'pvc-1', probe)).toEqual({ uri: 'nbd+unix:///pvc-1?socket=/s' });
+    await expect(fuseLoopTarget('/s', 'pvc-1', async () => [undefined, undefined])).rejects.toThrow(
+      /no export pvc-1/,
+    );
+  });
+});
+
+describe('tandem-fsutil loop-sizelimit output', () => {
+  it('reads the limit and the size, refuses anything else', () => {
+    expect(parseSizeLimitOutput('{"device":"/dev/loop0","sizeLimit":4096,"sizeBytes":4096}\n')).toEqual({
+      sizeLimit: 4096,
+      sizeBytes: 4096,
+    });
+    expect(() => parseSizeLimitOutput('{"sizeLimit":"x"}')).toThrow(/printed/);
   });
 });
 

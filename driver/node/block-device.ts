@@ -9,6 +9,8 @@
 import { existsSync } from 'node:fs';
 import { mkdir, realpath } from 'node:fs/promises';
 import { run } from '../../lib/exec.js';
+import { growableExportName } from '../nbd/growable.js';
+import { probeExportSizes } from '../nbd/probe.js';
 import { attachFuseLoop, detachFuseLoop, fuseLoopPaths } from './fuse-loop.js';
 import {
   attachKernelNbd,
@@ -28,7 +30,30 @@ export type AttachOptions = AttachTarget & {
   /** auto (default): the kernel NBD client when usable, else nbdfuse + loop. */
   frontend?: 'auto' | 'kernel-nbd' | 'nbdfuse';
   runner?: CommandRunner;
+  /** Test hook: the sizes of exports on a unix socket (default: probeExportSizes). */
+  probe?: ExportProbe;
 };
+
+/** The sizes a new connection is offered for each name; undefined for a name not served. */
+export type ExportProbe = (socketPath: string, names: readonly string[]) => Promise<(number | undefined)[]>;
+
+/**
+ * What nbdfuse connects to for an engine's export, and the loop device's size limit: the growable
+ * export bounded to the volume's current size when the engine offers it, else the export itself
+ * with no limit (an engine from before the growable export: the device then keeps its size).
+ */
+export async function fuseLoopTarget(
+  socketPath: string,
+  exportName: string,
+  probe: ExportProbe = probeExportSizes,
+): Promise<{ uri: string; sizeLimit?: number }> {
+  const growable = growableExportName(exportName);
+  const [size, growableSize] = await probe(socketPath, [exportName, growable]);
+  if (size === undefined) throw new Error(`the NBD server on ${socketPath} has no export ${exportName}`);
+  if (growableSize === undefined || growableSize < size || size === 0)
+    return { uri: unixSocketUri(socketPath, exportName) };
+  return { uri: unixSocketUri(socketPath, growable), sizeLimit: size };
+}
 
 export interface DetachOptions {
   stateDir: string;
@@ -93,7 +118,11 @@ export async function attachBlockDevice(options: AttachOptions): Promise<Attachm
     // Never two frontends for one volume: an attachment through the other one is reused as is.
     const other = await connectedKernelDevice(stateDir, options.volumeId);
     if (other !== undefined) return other;
-    return attachFuseLoop(fuseLoopPaths(stateDir, options.volumeId), uri, runner);
+    const target =
+      'nbdUri' in options
+        ? { uri }
+        : await fuseLoopTarget(options.socketPath, options.exportName, options.probe);
+    return attachFuseLoop(fuseLoopPaths(stateDir, options.volumeId), target.uri, runner, target.sizeLimit);
   });
   return {
     devicePath,

@@ -78,12 +78,52 @@ describe('NodeExpandVolume', () => {
     expect(ops.calls.length).toBe(calls);
   });
 
-  it('answers FAILED_PRECONDITION, saying a new stage brings the size, while the device is smaller than asked', async () => {
+  it('grows the device to the size the engine serves, then the filesystem, while mounted', async () => {
     await publish();
+    ops.served.set('pvc-1', 128 * MiB);
+    expect(await expand(128 * MiB)).toEqual({ capacity_bytes: String(128 * MiB) });
+    expect(ops.calls.slice(-2)).toEqual([`grow-device /dev/loop0 ${128 * MiB}`, 'grow /dev/loop0 /target']);
+    expect(ops.filesystems.get('/dev/loop0')?.size).toBe(128 * MiB);
+    // Without a capacity_range: whatever the engine serves now.
+    ops.served.set('pvc-1', 192 * MiB);
+    const response = await nodeExpandVolume(env, { volume_id: 'pvc-1', volume_path: '/target' }, ctx());
+    expect(response).toEqual({ capacity_bytes: String(192 * MiB) });
+  });
+
+  it('waits for the engine to serve the size asked for, then answers UNAVAILABLE (kubelet retries)', async () => {
+    await publish();
+    ops.served.set('pvc-1', 96 * MiB);
+    setTimeout(() => ops.served.set('pvc-1', 128 * MiB), 20);
+    expect(await expand(128 * MiB)).toEqual({ capacity_bytes: String(128 * MiB) });
+    ops.served.set('pvc-1', 160 * MiB);
+    await expect(expand(256 * MiB)).rejects.toMatchObject({
+      code: status.UNAVAILABLE,
+      message: expect.stringMatching(/engine on this node serves 167772160 bytes, fewer than the 268435456/),
+    });
+    expect(ops.sizes.get('/dev/loop0')).toBe(160 * MiB); // what it could reach, it did
+    ops.answering.clear();
+    await expect(expand(512 * MiB)).rejects.toMatchObject({
+      code: status.UNAVAILABLE,
+      message: expect.stringMatching(/no engine answers/),
+    });
+  });
+
+  it('answers FAILED_PRECONDITION, saying a new stage brings the size, for an attachment that cannot grow', async () => {
+    await publish();
+    ops.fixedSize.add('pvc-1');
+    ops.served.set('pvc-1', 128 * MiB);
     await expect(expand(128 * MiB)).rejects.toMatchObject({
       code: status.FAILED_PRECONDITION,
       message: expect.stringMatching(/still has 67108864 bytes.*staged again \(restart the pod\)/),
     });
+  });
+
+  it('grows a raw block device without touching a filesystem', async () => {
+    await publish(blockCapability('SINGLE_NODE_WRITER'));
+    ops.served.set('pvc-1', 128 * MiB);
+    expect(await expand(128 * MiB)).toEqual({ capacity_bytes: String(128 * MiB) });
+    expect(ops.calls.at(-1)).toBe(`grow-device /dev/loop0 ${128 * MiB}`);
+    expect(ops.calls.some((c) => c.startsWith('grow /'))).toBe(false);
   });
 
   it('has nothing to grow for block access', async () => {

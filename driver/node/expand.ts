@@ -1,15 +1,21 @@
 /**
- * NodeExpandVolume: grows the filesystem to the block device's size after ControllerExpandVolume.
+ * NodeExpandVolume: after ControllerExpandVolume, grows the volume's block device on this node to
+ * the size the engine serves, then the filesystem on it, both online.
  *
- * The device keeps the size it had when it was attached: nbdfuse fixes the file size at start-up
- * and the loop device follows it, and the kernel NBD client reads the size once when it connects.
- * So when the device is still smaller than the size asked for, the filesystem cannot grow now;
- * the call fails with FAILED_PRECONDITION saying so, and the new size reaches the node when the
- * volume is staged again (the pod restarted), where NodeStageVolume grows the filesystem itself.
+ * The device: nbdfuse + loop attachments bound the loop device by its size limit over the engine's
+ * growable export (fuse-loop.ts); the limit is raised to the size a new connection to the engine
+ * is offered. The engine serves the new size only once every replica has grown, which may take a
+ * moment after ControllerExpandVolume returned: the call waits for it (engineWaitMs at most) and
+ * answers UNAVAILABLE if it did not come (kubelet retries). Attachments that keep the size they
+ * were attached with (kernel NBD; nbdfuse + loop attached before the growable export) answer
+ * FAILED_PRECONDITION while smaller than asked: the new size reaches them when the volume is
+ * staged again (the pod restarted), where NodeStageVolume grows the filesystem itself.
  */
 import { resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { CsiVolumeCapability } from '../controller/capabilities.js';
-import { failedPrecondition, invalidArgument, notFound } from '../csi/errors.js';
+import { failedPrecondition, invalidArgument, notFound, unavailable } from '../csi/errors.js';
+import { engineSocketPath } from '../csi/node-topology.js';
 import type { RpcContext } from '../csi/rpc.js';
 import type { FsType } from './filesystem.js';
 import { isTandemVolumeId, type NodeEnv, requireCapability, requireVolumeId } from './requests.js';
@@ -52,6 +58,53 @@ function byteCount(field: string, value: string | number | undefined): number {
   return n;
 }
 
+/**
+ * Grows the device to what the engine serves, waiting (at most engineWaitMs) for the engine to
+ * reach `required`; the device's size afterwards. `required` 0: whatever the engine serves now.
+ */
+async function growDevice(
+  env: NodeEnv,
+  volumeId: string,
+  device: string,
+  required: number,
+  deviceBytes: number,
+  context: RpcContext,
+): Promise<number> {
+  const socket = engineSocketPath(env.engineSocketDir, volumeId);
+  const deadline = Date.now() + env.engineWaitMs;
+  let served = deviceBytes;
+  let answered = false;
+  for (;;) {
+    if (await env.ops.socketAnswers(socket)) {
+      answered = true;
+      const grown = await env.ops.growDevice(volumeId, device, socket);
+      if (grown.sizeBytes > served)
+        context.logger.info({ volumeId, device, sizeBytes: grown.sizeBytes }, 'block device grown');
+      served = grown.sizeBytes;
+      if (!grown.growable) {
+        if (required > served)
+          throw failedPrecondition(
+            `volume ${volumeId}: the block device on this node still has ${served} bytes, fewer than the ${required} asked for; ` +
+              'this attachment keeps the size it had when the volume was staged (kernel NBD, or nbdfuse attached by an older Tandem), so the new size reaches this node when the volume is staged again (restart the pod), and the filesystem is grown then',
+          );
+        return served;
+      }
+      if (served >= required) return served;
+    } else if (required <= served) {
+      return served; // no engine to ask, and nothing asked for beyond what the device has
+    }
+    const left = deadline - Date.now();
+    if (context.signal.aborted || left <= 0)
+      throw unavailable(
+        answered
+          ? `volume ${volumeId}: the engine on this node serves ${served} bytes, fewer than the ${required} asked for; ` +
+              'it serves the new size once every replica has grown (retry)'
+          : `volume ${volumeId}: no engine answers on ${socket}, and the block device has ${served} bytes, fewer than the ${required} asked for`,
+      );
+    await sleep(Math.min(200, left), undefined, { signal: context.signal }).catch(() => undefined);
+  }
+}
+
 export async function nodeExpandVolume(
   env: NodeEnv,
   request: NodeExpandVolumeRequest,
@@ -67,12 +120,9 @@ export async function nodeExpandVolume(
   const device = isTandemVolumeId(volumeId) ? await env.ops.attachedDevice(volumeId) : undefined;
   if (device === undefined) throw notFound(`volume ${volumeId} is not staged on this node`);
 
-  const deviceBytes = await env.ops.deviceSize(device);
-  if (required > deviceBytes)
-    throw failedPrecondition(
-      `volume ${volumeId}: the block device on this node still has ${deviceBytes} bytes, fewer than the ${required} asked for; ` +
-        'the device keeps the size it had when the volume was staged, so the new size reaches this node when the volume is staged again (restart the pod), and the filesystem is grown then',
-    );
+  let deviceBytes = await env.ops.deviceSize(device);
+  if (required === 0 || required > deviceBytes)
+    deviceBytes = await growDevice(env, volumeId, device, required, deviceBytes, context);
 
   const block = capability ? capability.volumeMode === 'Block' : kind !== 'directory';
   if (!block) {

@@ -9,11 +9,20 @@
  * kept in memory. In a pod this survives a restart of the plugin process, not of its container
  * (the runtime kills the container's whole cgroup), so in production nbdfuse belongs to a
  * longer-lived owner (the data-plane DaemonSet) or the kernel NBD frontend is used.
+ *
+ * Growing while attached: nbdfuse fixes the file's size when it connects, so for an engine it is
+ * connected to the growable export (`<volume>@growable`, driver/nbd/growable.ts: as large as any
+ * volume can become, requests past the volume's current size refused) and the loop device is
+ * bounded by `--sizelimit` to the volume's size. After an expansion the limit is raised on the
+ * live device (loop-ioctl.ts), and the device grows under a mounted filesystem. An attachment
+ * whose loop device has no limit (made before this layout, or of a plain NBD URI) keeps its size
+ * until it is detached and attached again.
  */
 import { mkdir, readFile, rm, rmdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { run } from '../../lib/exec.js';
+import { loopSizeLimit, raiseLoopSizeLimit } from './loop-ioctl.js';
 import { type CommandRunner, findMount, mountsOfDevice, unmount } from './mounts.js';
 
 export const FUSE_SUBTYPE = 'fuse.nbdfuse';
@@ -141,10 +150,19 @@ async function startNbdfuse(paths: FuseLoopPaths, uri: string, runner: CommandRu
  */
 export const LOSETUP_ARGS = ['--find', '--show', '--direct-io=on'];
 
+/**
+ * Attaches (idempotently) nbdfuse for `uri` and a loop device over its file. With `sizeLimit` the
+ * loop device is bounded to it from the start (util-linux ≥ 2.36 passes the limit in the same
+ * LOOP_CONFIGURE call, so no probe ever sees the larger file), and an existing one with a lower
+ * limit is raised to it. Reads near the limit never reach past it with direct I/O; should the
+ * kernel fall back to buffered I/O, FUSE readahead past it is refused by the engine (EINVAL in
+ * nbdfuse.log) and only the readahead is dropped.
+ */
 export async function attachFuseLoop(
   paths: FuseLoopPaths,
   uri: string,
   runner: CommandRunner = run,
+  sizeLimit?: number,
 ): Promise<string> {
   const mounted = await findMount(paths.mountDir);
   if (
@@ -161,15 +179,45 @@ export async function attachFuseLoop(
         `nbdfuse of ${paths.volumeId} is gone while ${loops.join(', ')} still uses it; unstage the volume first`,
       );
     await unmount(paths.mountDir, { runner }); // a dead FUSE mount without users: start afresh
+  } else if (mounted !== undefined && (await loopDevicesOf(paths.file, runner)).length === 0) {
+    // Alive but unused (a crash between nbdfuse and losetup): it may be connected to another
+    // export or have an older size, and only a loop device ever uses it, so start afresh too.
+    await stopNbdfuse(paths, runner);
   }
   if ((await findMount(paths.mountDir)) === undefined) {
     await mkdir(paths.mountDir, { recursive: true });
     await startNbdfuse(paths, uri, runner);
   }
   const existing = await loopDevicesOf(paths.file, runner);
-  if (existing[0] !== undefined) return existing[0];
-  const created = await runner('losetup', [...LOSETUP_ARGS, paths.file], { timeoutMs: 30_000 });
+  if (existing[0] !== undefined) {
+    if (sizeLimit !== undefined) await raiseIfLimited(existing[0], sizeLimit, runner);
+    return existing[0];
+  }
+  const limit = sizeLimit === undefined ? [] : ['--sizelimit', String(sizeLimit)];
+  const created = await runner('losetup', [...LOSETUP_ARGS, ...limit, paths.file], { timeoutMs: 30_000 });
   return created.stdout.trim();
+}
+
+/**
+ * Raises a loop device's size limit to `sizeLimit` when it has a lower one; one without a limit
+ * (the older layout) is left alone. The limit afterwards (0 for none).
+ */
+export async function raiseIfLimited(
+  loop: string,
+  sizeLimit: number,
+  runner: CommandRunner = run,
+): Promise<number> {
+  const current = await loopSizeLimit(loop);
+  if (current === undefined) throw new Error(`${loop} is not a loop device`);
+  if (current === 0 || current >= sizeLimit) return current;
+  return (await raiseLoopSizeLimit(loop, sizeLimit, runner)).sizeLimit;
+}
+
+async function stopNbdfuse(paths: FuseLoopPaths, runner: CommandRunner): Promise<void> {
+  const pid = await readPid(paths.pidFile);
+  await unmount(paths.mountDir, { runner });
+  if (pid !== undefined)
+    await waitFor(`nbdfuse ${pid} to exit`, async () => !(await processAlive(pid, paths.mountDir)));
 }
 
 /** Undoes attachFuseLoop from whatever state is left; refuses while a loop device is mounted. */
@@ -188,11 +236,8 @@ export async function detachFuseLoop(paths: FuseLoopPaths, runner: CommandRunner
     `loop devices of ${paths.volumeId} to go`,
     async () => (await loopDevicesOf(paths.file, runner)).length === 0,
   );
-  const pid = await readPid(paths.pidFile);
-  await unmount(paths.mountDir, { runner });
   // nbdfuse exits by itself once unmounted; wait so that nothing of the volume outlives detach.
-  if (pid !== undefined)
-    await waitFor(`nbdfuse ${pid} to exit`, async () => !(await processAlive(pid, paths.mountDir)));
+  await stopNbdfuse(paths, runner);
   await rm(paths.pidFile, { force: true });
   await rm(paths.logFile, { force: true });
   // rmdir, not a recursive rm: if anything is still mounted there, this fails instead of deleting through it.

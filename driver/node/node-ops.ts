@@ -12,10 +12,12 @@ import { readFile, realpath, rm, rmdir, stat, statfs } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { basename } from 'node:path';
 import { run } from '../../lib/exec.js';
+import { probeExportSizes } from '../nbd/probe.js';
 import { attachBlockDevice, detachBlockDevice } from './block-device.js';
 import { type EnsureResult, ensureFilesystem, type FsType } from './filesystem.js';
 import { fuseLoopPaths, loopDevicesOf, parseLosetupList } from './fuse-loop.js';
 import { connectedKernelDevice } from './kernel-nbd.js';
+import { loopSizeLimit, raiseLoopSizeLimit } from './loop-ioctl.js';
 import {
   bindMount,
   type CommandRunner,
@@ -52,6 +54,17 @@ export interface NodeOps {
   /** The device a volume is attached as on this node, if any. */
   attachedDevice(volumeId: string): Promise<string | undefined>;
   detach(volumeId: string): Promise<void>;
+  /**
+   * Brings the attached `device` of a volume to the size the engine on `socket` serves now (after
+   * an online expansion): raises the loop device's size limit (nbdfuse + loop over the growable
+   * export), and the capacity of read-only loops over it. `growable` false: this attachment keeps
+   * the size it was attached with (kernel NBD, or nbdfuse + loop of the older layout).
+   */
+  growDevice(
+    volumeId: string,
+    device: string,
+    socket: string,
+  ): Promise<{ sizeBytes: number; growable: boolean }>;
   ensureFilesystem(device: string, fsType: FsType): Promise<EnsureResult>;
   mount(
     device: string,
@@ -119,6 +132,21 @@ async function sysName(device: string): Promise<string> {
 export function systemOps(options: SystemOpsOptions): NodeOps {
   const runner = options.runner ?? run;
   const { devicesDir, frontend } = options;
+  const deviceSize = async (device: string) => {
+    const result = await runner('blockdev', ['--getsize64', device], { timeoutMs: 30_000 });
+    const size = Number(result.stdout.trim());
+    if (!Number.isSafeInteger(size))
+      throw new Error(`blockdev --getsize64 ${device} printed ${result.stdout}`);
+    return size;
+  };
+  const loopsBackedBy = async (device: string) => {
+    const result = await runner('losetup', ['--list', '--json', '--output', 'NAME,BACK-FILE'], {
+      timeoutMs: 30_000,
+    });
+    return parseLosetupList(result.stdout)
+      .filter((d) => d.backFile === device)
+      .map((d) => d.name);
+  };
   const loopInfo = async (device: string) => {
     let name: string;
     try {
@@ -163,6 +191,21 @@ export function systemOps(options: SystemOpsOptions): NodeOps {
       return (await loopDevicesOf(fuseLoopPaths(dir, volumeId).file, runner))[0];
     },
     detach: (volumeId) => detachBlockDevice({ stateDir: devicesDir, volumeId, runner }),
+    growDevice: async (volumeId, device, socket) => {
+      // Only a loop device over this volume's nbdfuse file, attached with a size limit, can grow.
+      const info = await loopInfo(device);
+      const dir = existsSync(devicesDir) ? await realpath(devicesDir) : devicesDir;
+      const limit = await loopSizeLimit(device);
+      if (info?.backingFile !== fuseLoopPaths(dir, volumeId).file || !limit)
+        return { sizeBytes: await deviceSize(device), growable: false };
+      const [served] = await probeExportSizes(socket, [volumeId]);
+      if (served === undefined) throw new Error(`the engine on ${socket} has no export ${volumeId}`);
+      if (served > limit) await raiseLoopSizeLimit(device, served, runner);
+      // A read-only raw block publish is a loop over this device: it re-reads the device's size.
+      for (const loop of await loopsBackedBy(device))
+        await runner('losetup', ['--set-capacity', loop], { timeoutMs: 30_000 });
+      return { sizeBytes: await deviceSize(device), growable: true };
+    },
     ensureFilesystem: (device, fsType) => ensureFilesystem(device, fsType, runner),
     mount: (device, target, fsType, flags, readOnly) =>
       mount(device, target, fsType, flags, readOnly, { runner }),
@@ -188,13 +231,7 @@ export function systemOps(options: SystemOpsOptions): NodeOps {
         return undefined;
       }
     },
-    deviceSize: async (device) => {
-      const result = await runner('blockdev', ['--getsize64', device], { timeoutMs: 30_000 });
-      const size = Number(result.stdout.trim());
-      if (!Number.isSafeInteger(size))
-        throw new Error(`blockdev --getsize64 ${device} printed ${result.stdout}`);
-      return size;
-    },
+    deviceSize,
     filesystemSize: async (device, mountPoint, fsType) => {
       if (fsType === 'ext4')
         return parseDumpe2fs((await runner('dumpe2fs', ['-h', device], { timeoutMs: 60_000 })).stdout);
@@ -234,14 +271,7 @@ export function systemOps(options: SystemOpsOptions): NodeOps {
       (
         await runner('losetup', ['--find', '--show', '--read-only', device], { timeoutMs: 30_000 })
       ).stdout.trim(),
-    loopsBackedBy: async (device) => {
-      const result = await runner('losetup', ['--list', '--json', '--output', 'NAME,BACK-FILE'], {
-        timeoutMs: 30_000,
-      });
-      return parseLosetupList(result.stdout)
-        .filter((d) => d.backFile === device)
-        .map((d) => d.name);
-    },
+    loopsBackedBy,
     loopInfo,
     detachLoop: async (device) => {
       await runner('losetup', ['-d', device], { timeoutMs: 30_000 });

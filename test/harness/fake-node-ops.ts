@@ -23,6 +23,10 @@ export class FakeNodeOps implements NodeOps {
   /** What was done, in order: `attach pvc-1`, `mount /dev/loop0 /staging`, ... */
   readonly calls: string[] = [];
   deviceBytes = 64 * MiB;
+  /** volume id → the size its engine serves now (after an expansion); else the device's size. */
+  readonly served = new Map<string, number>();
+  /** Attachments that cannot grow while attached (kernel NBD, the older nbdfuse layout). */
+  readonly fixedSize = new Set<string>();
   private nextLoop = 0;
   private nextId = 100;
 
@@ -91,6 +95,19 @@ export class FakeNodeOps implements NodeOps {
     if (this.mountTable.some((m) => m.major === n?.major && m.minor === n.minor))
       throw new Error(`${device} is still mounted`);
     this.attached.delete(volumeId);
+  }
+
+  async growDevice(volumeId: string, device: string, socket: string) {
+    if (!this.answering.has(socket)) throw new Error(`nothing answers on ${socket}`);
+    const size = this.sizes.get(device);
+    if (size === undefined) throw new Error(`no device ${device}`);
+    if (this.fixedSize.has(volumeId)) return { sizeBytes: size, growable: false };
+    const served = this.served.get(volumeId) ?? size;
+    if (served > size) {
+      this.calls.push(`grow-device ${device} ${served}`);
+      this.sizes.set(device, served);
+    }
+    return { sizeBytes: Math.max(served, size), growable: true };
   }
 
   async ensureFilesystem(device: string, fsType: FsType) {

@@ -5,14 +5,15 @@ import { type Client, credentials, type ServiceError, status } from '@grpc/grpc-
 import { engineSocketPath } from '../../driver/csi/node-topology.js';
 import { csiClients, csiServices } from '../../driver/csi/proto.js';
 import { CsiServer } from '../../driver/csi/server.js';
-import { detachBlockDevice } from '../../driver/node/block-device.js';
+import { probeExportSizes } from '../../driver/nbd/probe.js';
+import { attachBlockDevice, detachBlockDevice } from '../../driver/node/block-device.js';
 import { parseLosetupList } from '../../driver/node/fuse-loop.js';
 import { readMountInfo, unmount } from '../../driver/node/mounts.js';
 import { nodeHandlers } from '../../driver/node/service.js';
 import { run } from '../../lib/exec.js';
 import { createLogger, silentLogger } from '../../lib/log.js';
 import { blockCapability, mountCapability } from '../harness/csi-requests.js';
-import { type LoopbackDataPlane, startLoopbackDataPlane } from '../harness/dataplane.js';
+import { type LoopbackDataPlane, type LoopbackEngine, startLoopbackDataPlane } from '../harness/dataplane.js';
 
 const MiB = 1024 * 1024;
 const SIZE = 64 * MiB;
@@ -89,8 +90,8 @@ describe('CSI Node service (nbdfuse + loop)', () => {
     return client;
   }
 
-  async function startVolume(volume: string) {
-    dp = await startLoopbackDataPlane({ replicas: 2, sizeBytes: SIZE, volume });
+  async function startVolume(volume: string, sizeBytes = SIZE) {
+    dp = await startLoopbackDataPlane({ replicas: 2, sizeBytes, volume });
     return dp.startEngine('node-1', {
       socketDir: engineDir,
       extra: { nbdSocket: engineSocketPath(engineDir, volume) },
@@ -116,7 +117,7 @@ describe('CSI Node service (nbdfuse + loop)', () => {
     ).filter((d) => ourLoops.has(d.backFile));
     for (const l of roLoops) await run('losetup', ['-d', l.name], { allowFailure: true });
     for (const stateDir of stateDirs.splice(0))
-      for (const volume of ['pvc-csi-fs', 'pvc-csi-block'])
+      for (const volume of ['pvc-csi-fs', 'pvc-csi-block', 'pvc-csi-grow', 'pvc-csi-xfs'])
         await detachBlockDevice({ stateDir: join(stateDir, 'devices'), volumeId: volume }).catch(
           () => undefined,
         );
@@ -202,7 +203,7 @@ describe('CSI Node service (nbdfuse + loop)', () => {
       await code(call(node, 'NodeGetVolumeStats', { volume_id: volume, volume_path: join(dir, 'nope') })),
     ).toBe(status.NOT_FOUND);
 
-    // Expansion: the device is what it is; asking for more says when it arrives.
+    // Expansion: asking for more than the engine serves waits for it, then says it has not come.
     const expanded = await call(node, 'NodeExpandVolume', {
       volume_id: volume,
       volume_path: target,
@@ -216,8 +217,8 @@ describe('CSI Node service (nbdfuse + loop)', () => {
         capacity_range: { required_bytes: String(2 * SIZE) },
       }),
     ).rejects.toMatchObject({
-      code: status.FAILED_PRECONDITION,
-      details: expect.stringMatching(/staged again/),
+      code: status.UNAVAILABLE,
+      details: expect.stringMatching(/serves 67108864 bytes.*every replica has grown/),
     });
 
     // A read-only publish of the same staged volume refuses writes.
@@ -344,4 +345,185 @@ describe('CSI Node service (nbdfuse + loop)', () => {
       'gone',
     );
   }, 60_000);
+
+  /** ControllerExpandVolume's effect on the data plane: every replica grows, then the engine. */
+  async function expandVolume(engine: LoopbackEngine, sizeBytes: number): Promise<void> {
+    for (const replica of dp.replicas) await replica.server.registry.grow(dp.volume, sizeBytes);
+    await dp.store.set({ ...(await dp.store.read()), sizeBytes });
+    expect(await engine.host.resize()).toEqual({ sizeBytes, wanted: sizeBytes });
+  }
+
+  const deviceBytes = async (device: string) =>
+    Number((await run('blockdev', ['--getsize64', device])).stdout.trim());
+
+  it('grows a published raw block device online: NodeExpandVolume raises the loop limit', async () => {
+    const volume = 'pvc-csi-grow';
+    const node = await startNode('node-a');
+    const engine = await startVolume(volume);
+    const staging = join(dir, 'staging');
+    const stage = {
+      volume_id: volume,
+      staging_target_path: staging,
+      volume_capability: blockCapability('SINGLE_NODE_WRITER'),
+    };
+    await call(node, 'NodeStageVolume', stage);
+    const target = join(dir, 'pods', 'a', 'dev');
+    const publish = { ...stage, target_path: target, readonly: false };
+    await call(node, 'NodePublishVolume', publish);
+    const roTarget = join(dir, 'pods', 'b', 'dev');
+    await call(node, 'NodePublishVolume', { ...publish, target_path: roTarget, readonly: true });
+    expect(await deviceBytes(target)).toBe(SIZE);
+    const marker = join(dir, 'marker.bin');
+    await run('dd', ['if=/dev/urandom', `of=${marker}`, 'bs=4096', 'count=1', 'status=none']);
+    const last = (size: number) => String(size / 4096 - 1);
+    await run('dd', [
+      `if=${marker}`,
+      `of=${target}`,
+      'bs=4096',
+      `seek=${last(SIZE)}`,
+      'oflag=direct',
+      'status=none',
+    ]);
+
+    const BIG = 2 * SIZE;
+    await expandVolume(engine, BIG);
+    const expand = {
+      volume_id: volume,
+      volume_path: target,
+      capacity_range: { required_bytes: String(BIG) },
+    };
+    expect(await call(node, 'NodeExpandVolume', expand)).toEqual({ capacity_bytes: String(BIG) });
+    expect(await call(node, 'NodeExpandVolume', expand)).toEqual({ capacity_bytes: String(BIG) });
+    expect(await deviceBytes(target)).toBe(BIG);
+    expect(await deviceBytes(roTarget)).toBe(BIG); // the read-only loop over it follows
+    const lastBlock = join(dir, 'last.bin');
+    const readLast = async (device: string, size: number) => {
+      await run('dd', [
+        `if=${device}`,
+        `of=${lastBlock}`,
+        'bs=4096',
+        `skip=${last(size)}`,
+        'count=1',
+        'iflag=direct',
+        'status=none',
+      ]);
+      return sha256(lastBlock);
+    };
+    expect(await readLast(target, SIZE)).toBe(await sha256(marker));
+    await run('dd', ['if=/dev/urandom', `of=${marker}`, 'bs=4096', 'count=1', 'status=none']);
+    await run('dd', [
+      `if=${marker}`,
+      `of=${target}`,
+      'bs=4096',
+      `seek=${last(BIG)}`,
+      'oflag=direct',
+      'status=none',
+    ]);
+    expect(await readLast(target, BIG)).toBe(await sha256(marker));
+    expect(await readLast(roTarget, BIG)).toBe(await sha256(marker));
+    // Nothing past the device's end, and the engine's own export still has the volume's exact size.
+    const past = await run(
+      'dd',
+      [`if=${marker}`, `of=${target}`, 'bs=4096', `seek=${BIG / 4096}`, 'oflag=direct', 'status=none'],
+      { allowFailure: true },
+    );
+    expect(past.code).not.toBe(0);
+    const info = await run('nbdinfo', [
+      '--size',
+      `nbd+unix:///${volume}?socket=${engineSocketPath(engineDir, volume)}`,
+    ]);
+    expect(Number(info.stdout.trim())).toBe(BIG);
+
+    // More than the engine serves: UNAVAILABLE after the wait (kubelet retries).
+    const tooBig = { ...expand, capacity_range: { required_bytes: String(4 * SIZE) } };
+    expect(await code(call(node, 'NodeExpandVolume', tooBig))).toBe(status.UNAVAILABLE);
+
+    for (const t of [target, roTarget])
+      await call(node, 'NodeUnpublishVolume', { volume_id: volume, target_path: t });
+    await call(node, 'NodeUnstageVolume', stage);
+
+    // An attachment of the older layout (nbdfuse on the volume's own export, a loop device without
+    // a size limit), as an earlier plugin left it: staged again as is, and it cannot grow in place.
+    await attachBlockDevice({
+      socketPath: engineSocketPath(engineDir, volume),
+      exportName: volume,
+      stateDir: join(dir, 'state-node-a', 'devices'),
+      volumeId: volume,
+      frontend: 'nbdfuse',
+      probe: async (socket, names) => [(await probeExportSizes(socket, names.slice(0, 1)))[0], undefined],
+    });
+    await call(node, 'NodeStageVolume', stage);
+    await call(node, 'NodePublishVolume', publish);
+    expect(await deviceBytes(target)).toBe(BIG);
+    await expandVolume(engine, 3 * SIZE);
+    expect(
+      await code(
+        call(node, 'NodeExpandVolume', { ...expand, capacity_range: { required_bytes: String(3 * SIZE) } }),
+      ),
+    ).toBe(status.FAILED_PRECONDITION);
+    await call(node, 'NodeUnpublishVolume', { volume_id: volume, target_path: target });
+    await call(node, 'NodeUnstageVolume', stage);
+    // Staged afresh, it gets the new layout and the new size.
+    await call(node, 'NodeStageVolume', stage);
+    await call(node, 'NodePublishVolume', publish);
+    expect(await deviceBytes(target)).toBe(3 * SIZE);
+    await call(node, 'NodeUnpublishVolume', { volume_id: volume, target_path: target });
+    await call(node, 'NodeUnstageVolume', stage);
+  }, 60_000);
+
+  it('grows a mounted xfs online, also after the node plugin restarted', async () => {
+    const volume = 'pvc-csi-xfs';
+    const XFS = 320 * MiB;
+    const node = await startNode('node-a');
+    const engine = await startVolume(volume, XFS);
+    const staging = join(dir, 'staging');
+    const capability = mountCapability('SINGLE_NODE_WRITER', 'xfs');
+    const stage = { volume_id: volume, staging_target_path: staging, volume_capability: capability };
+    await call(node, 'NodeStageVolume', stage);
+    const target = join(dir, 'pods', 'a', 'mnt');
+    const publish = { ...stage, target_path: target, readonly: false };
+    await call(node, 'NodePublishVolume', publish);
+    const file = join(target, 'data.bin');
+    await run('dd', ['if=/dev/urandom', `of=${file}`, 'bs=1M', 'count=8', 'conv=fsync', 'status=none']);
+    const sum = await sha256(file);
+    const dfBytes = async () =>
+      Number((await run('df', ['-B1', '--output=size', target])).stdout.trim().split('\n').at(-1));
+    const before = await dfBytes();
+    expect(before).toBeLessThan(XFS);
+
+    const grow = async (client: Client, sizeBytes: number) => {
+      await expandVolume(engine, sizeBytes);
+      const response = await call(client, 'NodeExpandVolume', {
+        volume_id: volume,
+        volume_path: target,
+        capacity_range: { required_bytes: String(sizeBytes) },
+        volume_capability: capability,
+      });
+      expect(response).toEqual({ capacity_bytes: String(sizeBytes) });
+    };
+    await grow(node, 2 * XFS);
+    const grown = await dfBytes();
+    expect(grown).toBeGreaterThan(before + XFS - 32 * MiB);
+    expect(await sha256(file)).toBe(sum);
+    await run('dd', [
+      'if=/dev/urandom',
+      `of=${join(target, 'more.bin')}`,
+      'bs=1M',
+      'count=400',
+      'conv=fsync',
+      'status=none',
+    ]);
+
+    // A new plugin process finds the attachment (and its size limit) from the machine alone.
+    for (const server of servers.splice(0)) await server.stop(100);
+    const restarted = await startNode('node-a');
+    await call(restarted, 'NodeStageVolume', stage);
+    await call(restarted, 'NodePublishVolume', publish);
+    await grow(restarted, 3 * XFS);
+    expect(await dfBytes()).toBeGreaterThan(grown + XFS - 32 * MiB);
+    expect(await sha256(file)).toBe(sum);
+
+    await call(restarted, 'NodeUnpublishVolume', { volume_id: volume, target_path: target });
+    await call(restarted, 'NodeUnstageVolume', stage);
+  }, 120_000);
 });

@@ -4,6 +4,8 @@
 //
 // Usage: tandem-fsutil serve
 //
+// (and tandem-fsutil loop-sizelimit DEVICE BYTES, a one-shot command: loop.go)
+//
 // It reads one JSON request per line on stdin and writes one JSON reply per line
 // on stdout, answering requests concurrently (replies may come out of order; the
 // id pairs them). It exits when stdin closes, after answering what it has read.
@@ -47,8 +49,12 @@ type reply struct {
 }
 
 func main() {
+	if len(os.Args) >= 2 && os.Args[1] == "loop-sizelimit" {
+		os.Exit(loopSizeLimitCommand(os.Args[2:], os.Stdout, os.Stderr))
+	}
 	if len(os.Args) != 2 || os.Args[1] != "serve" {
 		fmt.Fprintln(os.Stderr, "usage: tandem-fsutil serve   (JSON requests on stdin, replies on stdout)")
+		fmt.Fprintln(os.Stderr, "       tandem-fsutil loop-sizelimit DEVICE BYTES")
 		os.Exit(2)
 	}
 	if err := serve(os.Stdin, os.Stdout); err != nil {
