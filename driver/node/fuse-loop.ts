@@ -72,7 +72,8 @@ export function parseLosetupList(json: string): { name: string; backFile: string
 }
 
 /** Whether the FUSE side answers: a mount whose nbdfuse died fails every access with ENOTCONN. */
-async function fuseAlive(file: string): Promise<boolean> {
+/** Whether the nbdfuse connection behind the file still answers (a dead FUSE mount fails stat with ENOTCONN). */
+export async function fuseAlive(file: string): Promise<boolean> {
   try {
     await stat(file);
     return true;
@@ -174,11 +175,14 @@ export async function attachFuseLoop(
     );
   if (mounted !== undefined && !(await fuseAlive(paths.file))) {
     const loops = await loopDevicesOf(paths.file, runner);
-    if (loops.length > 0)
+    const users = (await Promise.all(loops.map((loop) => mountsOfDevice(loop).catch(() => [])))).flat();
+    if (users.length > 0)
       throw new Error(
-        `nbdfuse of ${paths.volumeId} is gone while ${loops.join(', ')} still uses it; unstage the volume first`,
+        `nbdfuse of ${paths.volumeId} is gone (its engine restarted) while ${loops.join(', ')} is still mounted at ${users.map((u) => u.mountPoint).join(', ')}; unstage the volume (restart its pods) to reattach`,
       );
-    await unmount(paths.mountDir, { runner }); // a dead FUSE mount without users: start afresh
+    // The engine went away under an attachment nobody mounted (a stage interrupted by a data-plane
+    // restart): loops and the dead FUSE mount are detached, and the attach starts afresh.
+    await detachFuseLoop(paths, runner);
   } else if (mounted !== undefined && (await loopDevicesOf(paths.file, runner)).length === 0) {
     // Alive but unused (a crash between nbdfuse and losetup): it may be connected to another
     // export or have an older size, and only a loop device ever uses it, so start afresh too.

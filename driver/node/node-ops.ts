@@ -15,12 +15,13 @@ import { run } from '../../lib/exec.js';
 import { probeExportSizes } from '../nbd/probe.js';
 import { attachBlockDevice, detachBlockDevice } from './block-device.js';
 import { type EnsureResult, ensureFilesystem, type FsType } from './filesystem.js';
-import { fuseLoopPaths, loopDevicesOf, parseLosetupList } from './fuse-loop.js';
+import { fuseAlive, fuseLoopPaths, loopDevicesOf, parseLosetupList } from './fuse-loop.js';
 import { connectedKernelDevice } from './kernel-nbd.js';
 import { loopSizeLimit, raiseLoopSizeLimit } from './loop-ioctl.js';
 import {
   bindMount,
   type CommandRunner,
+  findMount,
   type MountEntry,
   mount,
   readMountInfo,
@@ -53,6 +54,8 @@ export interface NodeOps {
   attach(volumeId: string, socket: string): Promise<string>;
   /** The device a volume is attached as on this node, if any. */
   attachedDevice(volumeId: string): Promise<string | undefined>;
+  /** Why the volume's attachment cannot carry I/O any more (its nbdfuse connection died), if so. */
+  attachmentProblem(volumeId: string): Promise<string | undefined>;
   detach(volumeId: string): Promise<void>;
   /**
    * Brings the attached `device` of a volume to the size the engine on `socket` serves now (after
@@ -189,6 +192,13 @@ export function systemOps(options: SystemOpsOptions): NodeOps {
       const kernel = await connectedKernelDevice(dir, volumeId);
       if (kernel !== undefined) return kernel;
       return (await loopDevicesOf(fuseLoopPaths(dir, volumeId).file, runner))[0];
+    },
+    attachmentProblem: async (volumeId) => {
+      if (!existsSync(devicesDir)) return undefined;
+      const paths = fuseLoopPaths(await realpath(devicesDir), volumeId);
+      const mounted = await findMount(paths.mountDir);
+      if (mounted === undefined || (await fuseAlive(paths.file))) return undefined;
+      return `the nbdfuse connection of ${volumeId} is gone (its engine restarted), so I/O through ${paths.file} fails; stage the volume again (restart its pods)`;
     },
     detach: (volumeId) => detachBlockDevice({ stateDir: devicesDir, volumeId, runner }),
     growDevice: async (volumeId, device, socket) => {

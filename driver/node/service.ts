@@ -8,6 +8,7 @@ import { delimiter, join } from 'node:path';
 import { nodeGetCapabilities } from '../controller/capabilities.js';
 import { TOPOLOGY_NODE_KEY } from '../csi/node-topology.js';
 import type { RpcContext } from '../csi/rpc.js';
+import { locateFsUtil } from '../replica/fsutil.js';
 import { type NodeExpandVolumeRequest, nodeExpandVolume } from './expand.js';
 import { kernelNbdUsable } from './kernel-nbd.js';
 import { type Frontend, type NodeOps, systemOps } from './node-ops.js';
@@ -133,6 +134,10 @@ export function nodeReadiness(options: { stateDir: string; frontend: Frontend })
     await mkdir(options.stateDir, { recursive: true, mode: 0o700 });
     await access(options.stateDir, constants.W_OK);
     const missing = await missingTools(requiredTools(options.frontend));
+    // tandem-fsutil raises a loop device's size limit (online growth); it may sit outside PATH.
+    const fsutil = locateFsUtil();
+    if (!fsutil.includes('/')) missing.push(...(await missingTools([fsutil])));
+    else await access(fsutil, constants.X_OK).catch(() => missing.push(fsutil));
     if (missing.length > 0) throw new Error(`missing tools: ${missing.join(', ')}`);
     return true;
   };

@@ -105,6 +105,19 @@ describe('NodeGetVolumeStats', () => {
     });
   });
 
+  it('is abnormal when the attachment died with a restarted engine, even though the engine answers again', async () => {
+    await publish();
+    ops.deadAttachments.add('pvc-1');
+    const { volume_condition } = await nodeGetVolumeStats(env, {
+      volume_id: 'pvc-1',
+      volume_path: '/target',
+    });
+    expect(volume_condition).toEqual({
+      abnormal: true,
+      message: expect.stringMatching(/nbdfuse connection of pvc-1 is gone/),
+    });
+  });
+
   it('is abnormal when the path holds another device than the attached one, or nothing', async () => {
     await publish();
     ops.mountTable.push({

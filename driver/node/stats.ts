@@ -50,6 +50,8 @@ export async function nodeGetVolumeStats(
   const problems: string[] = [];
   const device = isTandemVolumeId(volumeId) ? await env.ops.attachedDevice(volumeId) : undefined;
   if (device === undefined) problems.push(`volume ${volumeId} has no block device attached on this node`);
+  const dead = isTandemVolumeId(volumeId) ? await env.ops.attachmentProblem(volumeId) : undefined;
+  if (dead !== undefined) problems.push(dead);
   const socket = engineSocketPath(env.engineSocketDir, volumeId);
   if (!(await env.ops.socketAnswers(socket)))
     problems.push(`no engine answers on ${socket}, so I/O to the volume fails`);

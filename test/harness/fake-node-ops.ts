@@ -87,6 +87,13 @@ export class FakeNodeOps implements NodeOps {
     return this.attached.get(volumeId);
   }
 
+  /** Volumes whose attachment a test declares dead (nbdfuse gone). */
+  readonly deadAttachments = new Set<string>();
+
+  async attachmentProblem(volumeId: string) {
+    return this.deadAttachments.has(volumeId) ? `the nbdfuse connection of ${volumeId} is gone` : undefined;
+  }
+
   async detach(volumeId: string) {
     this.calls.push(`detach ${volumeId}`);
     const device = this.attached.get(volumeId);

@@ -640,13 +640,12 @@ describe('restart safety: controller, data plane and node plugin killed between 
   }, 150_000);
 
   /**
-   * KNOWN BUG (driver/node/fuse-loop.ts, attachFuseLoop): the engine's death takes nbdfuse with it,
-   * leaving its FUSE mount dead and the loop device over it; every retried stage then fails with
-   * "nbdfuse of <volume> is gone while /dev/loopN still uses it; unstage the volume first" (INTERNAL),
-   * and a CO never unstages a stage that never succeeded. Marked failing until attachFuseLoop
-   * detaches loops over a dead nbdfuse that nothing has mounted; then make it a plain `test`.
+   * The engine's death takes nbdfuse with it, leaving a dead FUSE mount with a loop device over it.
+   * Nothing has mounted that loop yet, so the retried stage detaches both and attaches afresh
+   * (driver/node/fuse-loop.ts); this test was written against the refusal that used to leave the
+   * volume stuck (a CO never unstages a stage that never succeeded).
    */
-  test.failing('data plane killed during NodeStageVolume (device attached, not yet formatted): the retry stages it', async () => {
+  test('data plane killed during NodeStageVolume (device attached, not yet formatted): the retry stages it', async () => {
     const id = await createVolume(uniqueName('rs-stage-dp'));
     const n = node(1);
     await publish(id, n);
