@@ -77,7 +77,9 @@ export class CsiStack {
     return node;
   }
 
+  /** Starts the controller unless it runs already. */
   async startController(): Promise<void> {
+    if (this.#children.has('controller')) return;
     this.#spawn('controller', [
       'controller',
       '--csi-endpoint',
@@ -204,6 +206,7 @@ export class CsiStack {
   }
 
   #spawn(role: Role, args: string[]): void {
+    if (this.#children.has(role)) throw new Error(`${role} runs already; a second one would be orphaned`);
     const child = spawnTandem(args, { KUBECONFIG: this.#kubeconfig });
     const log = createWriteStream(join(this.dir, `${role.replace(':', '-')}.log`), { flags: 'a' });
     child.stdout.pipe(log);
