@@ -4,194 +4,51 @@
  * validating parsers, env vars as the pod sets them), the CSI socket and shared host paths line up
  * between containers and pods, RBAC grants what each component calls, sidecar images match the
  * versions the integration tests build and run, and (when those are built) the sidecars accept
- * their arguments.
+ * their arguments. The lookups live in test/harness/driver-manifests.ts, the CLI parsing in
+ * test/harness/tandem-container-args.ts, the RBAC evaluation in test/harness/rbac-check.ts.
  *
  * It sits in cli/ because jest's unit project only looks in the code folders.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
-import { dirname, join, relative } from 'node:path';
-import type { Command } from '@commander-js/extra-typings';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import type {
   KubernetesObject,
-  V1ClusterRole,
-  V1ClusterRoleBinding,
   V1Container,
   V1CSIDriver,
-  V1DaemonSet,
   V1Deployment,
-  V1PodSpec,
-  V1Role,
-  V1RoleBinding,
   V1StorageClass,
-  V1Volume,
 } from '@kubernetes/client-node';
 import { CSI_DRIVER_NAME } from '../lib/api/volume.js';
-import { readManifests } from '../lib/kube/manifests.js';
 import { parseStorageClassParameters } from '../lib/params/storage-class.js';
-import { manifestsDir, packageRoot } from '../lib/paths.js';
+import {
+  builtSidecarVersion,
+  container,
+  hostPathOf,
+  loadManifests,
+  NAMESPACE,
+  named,
+  ofKind,
+  onVolume,
+  requiredFlag,
+  SIDECAR_MODULES,
+  type Workload,
+  workloadNamed,
+  workloadsOf,
+} from '../test/harness/driver-manifests.js';
+import { RbacCheck } from '../test/harness/rbac-check.js';
+import { FIELD_VALUES, parseTandem } from '../test/harness/tandem-container-args.js';
 import { toolsBinDir } from '../test/harness/tools.js';
-import { buildProgram } from './program.js';
 
-const NAMESPACE = 'tandem-system';
-const driverObjects = await readManifests(join(manifestsDir(), 'driver'));
-const exampleObjects = await readManifests(join(manifestsDir(), 'examples'));
-const webhookObjects = await readManifests(join(manifestsDir(), 'webhook'));
+const manifests = await loadManifests();
+const driverObjects = manifests.driver;
+const exampleObjects = manifests.examples;
+const workloads = workloadsOf(driverObjects);
+const workload = (name: string): Workload => workloadNamed(workloads, name);
 
-const ofKind = <T>(objects: KubernetesObject[], kind: string): T[] =>
-  objects.filter((o) => o.kind === kind) as T[];
-const named = <T extends KubernetesObject>(objects: T[], name: string): T => {
-  const found = objects.find((o) => o.metadata?.name === name);
-  if (!found) throw new Error(`no ${objects[0]?.kind ?? 'object'} named ${name} in the manifests`);
-  return found;
-};
-
-interface Workload {
-  kind: string;
-  name: string;
-  pod: V1PodSpec;
-}
-const workloads: Workload[] = [
-  ...ofKind<V1Deployment>(driverObjects, 'Deployment'),
-  ...ofKind<V1DaemonSet>(driverObjects, 'DaemonSet'),
-].map((w) => {
-  const pod = w.spec?.template.spec;
-  if (!pod) throw new Error(`${w.kind} ${w.metadata?.name} has no pod template`);
-  return { kind: w.kind ?? '', name: w.metadata?.name ?? '', pod };
-});
-const workload = (name: string): Workload => {
-  const found = workloads.find((w) => w.name === name);
-  if (!found) throw new Error(`no workload ${name} in manifests/driver`);
-  return found;
-};
-const container = (w: Workload, name: string): V1Container => {
-  const found = w.pod.containers.find((c) => c.name === name);
-  if (!found) throw new Error(`${w.name} has no container ${name}`);
-  return found;
-};
-
-const webhookImage = ofKind<V1Deployment>(webhookObjects, 'Deployment')[0]?.spec?.template.spec?.containers[0]
-  ?.image;
+const webhookImage = ofKind<V1Deployment>(manifests.webhook, 'Deployment')[0]?.spec?.template.spec
+  ?.containers[0]?.image;
 const isTandem = (c: V1Container) => c.image === webhookImage;
-
-/** What Kubernetes puts in a container's environment for the fieldRefs these manifests use. */
-const FIELD_VALUES: Record<string, string> = {
-  'spec.nodeName': 'node-a',
-  'status.hostIP': '10.0.0.7',
-  'metadata.namespace': NAMESPACE,
-};
-
-function containerEnv(c: V1Container): Record<string, string> {
-  const env: Record<string, string> = {};
-  for (const e of c.env ?? []) {
-    const field = e.valueFrom?.fieldRef?.fieldPath;
-    const value = e.value ?? (field ? FIELD_VALUES[field] : undefined);
-    if (value === undefined) throw new Error(`container ${c.name}: no test value for env ${e.name}`);
-    env[e.name] = value;
-  }
-  return env;
-}
-
-/** Kubernetes' $(VAR) expansion of args from the container's env. */
-function expand(args: string[], env: Record<string, string>, where: string): string[] {
-  return args.map((arg) =>
-    arg.replace(/\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (_, name: string) => {
-      const value = env[name];
-      if (value === undefined) throw new Error(`${where}: $(${name}) names no env var of the container`);
-      return value;
-    }),
-  );
-}
-
-interface ParsedTandem {
-  command: string;
-  options: Record<string, unknown>;
-  /** Env vars some option of the command reads. */
-  optionEnv: Set<string>;
-}
-
-/**
- * Parses a tandem container's args with the real command tree, as the container would see them
- * (only its declared env), with the command's action replaced so nothing starts.
- */
-function parseTandem(c: V1Container, where: string): ParsedTandem {
-  const env = containerEnv(c);
-  const args = expand([...(c.command ?? []), ...(c.args ?? [])], env, where);
-  const errors: string[] = [];
-  const program = buildProgram({ writeOut: () => {}, writeErr: (text) => errors.push(text) });
-  const sub = (program.commands as unknown as Command[]).find((cmd) => cmd.name() === args[0]);
-  if (!sub) throw new Error(`${where}: "${args[0]}" is not a tandem command`);
-  let options: Record<string, unknown> | undefined;
-  (sub as unknown as { action(fn: (opts: Record<string, unknown>) => void): void }).action((opts) => {
-    options = opts;
-  });
-  const saved = process.env;
-  process.env = env;
-  try {
-    program.parse(args, { from: 'user' });
-  } catch (err) {
-    throw new Error(
-      `${where}: tandem ${args.join(' ')} is refused by the CLI: ${errors.join('') || String(err)}`,
-    );
-  } finally {
-    process.env = saved;
-  }
-  if (!options) throw new Error(`${where}: the ${args[0]} action did not run`);
-  const optionEnv = new Set(
-    (sub.options as readonly { envVar?: string }[])
-      .map((o) => o.envVar)
-      .filter((v): v is string => v !== undefined),
-  );
-  return { command: args[0] ?? '', options, optionEnv };
-}
-
-/** A sidecar's `--flag=value` argument (undefined when absent). */
-function flag(c: V1Container, name: string): string | undefined {
-  for (const arg of c.args ?? []) {
-    if (arg === `--${name}`) return '';
-    if (arg.startsWith(`--${name}=`)) return arg.slice(name.length + 3);
-  }
-  return undefined;
-}
-function requiredFlag(c: V1Container, name: string): string {
-  const value = flag(c, name);
-  if (value === undefined) throw new Error(`container ${c.name} has no --${name}`);
-  return value;
-}
-
-/** The pod volume a path inside a container lives on, and the path relative to the mount. */
-function onVolume(w: Workload, c: V1Container, path: string): { volume: V1Volume; rest: string } {
-  const mounts = (c.volumeMounts ?? [])
-    .filter((m) => path === m.mountPath || path.startsWith(`${m.mountPath.replace(/\/$/, '')}/`))
-    .sort((a, b) => b.mountPath.length - a.mountPath.length);
-  const mount = mounts[0];
-  if (!mount) throw new Error(`${w.name}/${c.name}: ${path} is on no mounted volume`);
-  const volume = w.pod.volumes?.find((v) => v.name === mount.name);
-  if (!volume) throw new Error(`${w.name}/${c.name}: mount ${mount.name} names no pod volume`);
-  return { volume, rest: relative(mount.mountPath, path) };
-}
-const hostPathOf = (w: Workload, c: V1Container, path: string): string => {
-  const { volume, rest } = onVolume(w, c, path);
-  if (!volume.hostPath) throw new Error(`${w.name}/${c.name}: ${path} is not on a hostPath volume`);
-  return join(volume.hostPath.path, rest);
-};
-
-const SIDECAR_MODULES: Record<string, string> = {
-  'csi-provisioner': 'github.com/kubernetes-csi/external-provisioner',
-  'csi-attacher': 'github.com/kubernetes-csi/external-attacher',
-  'csi-resizer': 'github.com/kubernetes-csi/external-resizer',
-};
-/** The sidecar version test/tools/build.sh builds, from its wrapper module's go.mod. */
-function builtSidecarVersion(name: string): string {
-  const goMod = readFileSync(join(packageRoot(), 'test', 'tools', name, 'go.mod'), 'utf8');
-  const module = SIDECAR_MODULES[name] ?? '';
-  const line = goMod
-    .split('\n')
-    .find((l) => l.trim().startsWith(`${module}/`) || l.trim().startsWith(`${module} `));
-  const version = line?.trim().split(/\s+/)[1];
-  if (!version) throw new Error(`test/tools/${name}/go.mod pins no ${module}`);
-  return version;
-}
 
 describe('manifests/driver', () => {
   it('declares the CSIDriver csi.tandem.dev as the design needs it', () => {
@@ -427,43 +284,11 @@ describe('manifests/driver', () => {
 });
 
 describe('manifests/driver RBAC', () => {
-  const roles = ofKind<V1Role>(driverObjects, 'Role');
-  const clusterRoles = ofKind<V1ClusterRole>(driverObjects, 'ClusterRole');
-  const roleBindings = ofKind<V1RoleBinding>(driverObjects, 'RoleBinding');
-  const clusterRoleBindings = ofKind<V1ClusterRoleBinding>(driverObjects, 'ClusterRoleBinding');
-  const accounts = new Set(
-    ofKind<KubernetesObject>(driverObjects, 'ServiceAccount').map((a) => a.metadata?.name),
-  );
+  const rbac = new RbacCheck(driverObjects, NAMESPACE);
+  const { roles, clusterRoles, roleBindings, clusterRoleBindings, accounts } = rbac;
+  const binds = rbac.binds.bind(rbac);
+  const can = rbac.can.bind(rbac);
 
-  const binds = (subjects: V1RoleBinding['subjects'], account: string) =>
-    (subjects ?? []).some(
-      (s) => s.kind === 'ServiceAccount' && s.name === account && s.namespace === NAMESPACE,
-    );
-
-  /** Whether the ServiceAccount may do verb on group/resource (in namespace, or cluster-wide). */
-  function can(account: string, verb: string, group: string, resource: string, namespace?: string): boolean {
-    const rules = [
-      ...clusterRoleBindings
-        .filter((b) => binds(b.subjects, account))
-        .flatMap((b) => named(clusterRoles, b.roleRef.name).rules ?? []),
-      ...(namespace === undefined
-        ? []
-        : roleBindings
-            .filter((b) => b.metadata?.namespace === namespace && binds(b.subjects, account))
-            .flatMap((b) =>
-              b.roleRef.kind === 'ClusterRole'
-                ? (named(clusterRoles, b.roleRef.name).rules ?? [])
-                : (named(roles, b.roleRef.name).rules ?? []),
-            )),
-    ];
-    return rules.some(
-      (r) =>
-        (r.apiGroups ?? []).includes(group) &&
-        (r.resources ?? []).includes(resource) &&
-        r.verbs.includes(verb) &&
-        (r.resourceNames === undefined || r.resourceNames.length === 0),
-    );
-  }
   const expectCan = (
     account: string,
     verbs: string[],

@@ -1,137 +1,48 @@
-import { mkdir, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { type Client, credentials, type ServiceError, status } from '@grpc/grpc-js';
+import { type Client, status } from '@grpc/grpc-js';
 import { engineSocketPath } from '../../driver/csi/node-topology.js';
-import { csiClients, csiServices } from '../../driver/csi/proto.js';
-import { CsiServer } from '../../driver/csi/server.js';
 import { probeExportSizes } from '../../driver/nbd/probe.js';
-import { attachBlockDevice, detachBlockDevice } from '../../driver/node/block-device.js';
-import { parseLosetupList } from '../../driver/node/fuse-loop.js';
-import { readMountInfo, unmount } from '../../driver/node/mounts.js';
-import { nodeHandlers } from '../../driver/node/service.js';
+import { attachBlockDevice } from '../../driver/node/block-device.js';
+import { readMountInfo } from '../../driver/node/mounts.js';
 import { run } from '../../lib/exec.js';
-import { createLogger, silentLogger } from '../../lib/log.js';
 import { blockCapability, mountCapability } from '../harness/csi-requests.js';
-import { type LoopbackDataPlane, type LoopbackEngine, startLoopbackDataPlane } from '../harness/dataplane.js';
+import type { LoopbackEngine } from '../harness/dataplane.js';
+import { dd } from '../harness/dd.js';
+import { call, codeOf } from '../harness/grpc-unary.js';
+import { blockDeviceBytes, sha256 } from '../harness/host-inspection.js';
+import { NodePluginFixture } from '../harness/node-plugin-fixture.js';
 
 const MiB = 1024 * 1024;
 const SIZE = 64 * MiB;
 
-type Unary = (request: object, callback: (err: ServiceError | null, response: unknown) => void) => void;
-
-/** One unary call through the real grpc-js client. */
-function call<T = Record<string, unknown>>(client: Client, method: string, request: object): Promise<T> {
-  const fn = (client as unknown as Record<string, Unary>)[method];
-  if (!fn) throw new Error(`no client method ${method}`);
-  return new Promise((resolve, reject) =>
-    fn.call(client, request, (err, res) => (err ? reject(err) : resolve(res as T))),
-  );
-}
-
-async function code(promise: Promise<unknown>): Promise<status> {
-  try {
-    await promise;
-  } catch (err) {
-    return (err as ServiceError).code;
-  }
-  return status.OK;
-}
-
-async function sha256(file: string): Promise<string> {
-  return (await run('sha256sum', [file])).stdout.split(' ')[0] ?? '';
-}
-
-async function loopsUnder(dir: string): Promise<string[]> {
-  const listing = await run('losetup', ['--list', '--json', '--output', 'NAME,BACK-FILE']);
-  return parseLosetupList(listing.stdout)
-    .filter((d) => d.backFile.startsWith(dir))
-    .map((d) => d.name);
-}
-
 /**
  * The CSI Node service for real: engine on a unix socket at engineSocketPath (in this process),
- * the node service behind a real gRPC server and client, nbdfuse + loop devices, mkfs, mounts.
- * File contents are written and checked by child processes (dd, sha256sum, qemu-io): this process
- * serves the NBD socket, and blocking its threads on I/O to the mount it serves could stall both.
+ * the node service behind a real gRPC server and client, nbdfuse + loop devices, mkfs, mounts
+ * (NodePluginFixture). File contents are written and checked by child processes (dd, sha256sum,
+ * qemu-io): this process serves the NBD socket, and blocking its threads on I/O to the mount it
+ * serves could stall both.
  */
 describe('CSI Node service (nbdfuse + loop)', () => {
-  let dp: LoopbackDataPlane;
+  let fx: NodePluginFixture;
   let dir: string;
   let engineDir: string;
-  const servers: CsiServer[] = [];
-  const clients: Client[] = [];
-  const stateDirs: string[] = [];
-
-  async function startNode(name: string): Promise<Client> {
-    const stateDir = join(dir, `state-${name}`);
-    stateDirs.push(stateDir);
-    const socket = join(dir, `${name}.sock`);
-    const server = new CsiServer({
-      endpoint: `unix://${socket}`,
-      logger: process.env.TANDEM_TEST_LOG ? createLogger('node', 'warn') : silentLogger(),
-      services: [
-        {
-          definition: csiServices().Node,
-          handlers: nodeHandlers({
-            nodeId: name,
-            stateDir,
-            engineSocketDir: engineDir,
-            frontend: 'nbdfuse',
-            engineWaitMs: 1500,
-          }),
-        },
-      ],
-    });
-    servers.push(server);
-    await server.start();
-    const client = new (csiClients().Node)(`unix://${socket}`, credentials.createInsecure());
-    clients.push(client);
-    return client;
-  }
-
-  async function startVolume(volume: string, sizeBytes = SIZE) {
-    dp = await startLoopbackDataPlane({ replicas: 2, sizeBytes, volume });
-    return dp.startEngine('node-1', {
-      socketDir: engineDir,
-      extra: { nbdSocket: engineSocketPath(engineDir, volume) },
-    });
-  }
 
   beforeEach(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'tandem-csi-node-'));
-    engineDir = join(dir, 'engines');
-    await mkdir(engineDir);
+    fx = await NodePluginFixture.create();
+    ({ dir, engineDir } = fx);
   });
 
   afterEach(async () => {
-    for (const client of clients.splice(0)) client.close();
-    for (const server of servers.splice(0)) await server.stop(100);
-    // Whatever a failed test left: mounts under the temp dir outside the attachments (deepest first),
-    // read-only loops, then the attachments themselves.
-    const ours = (await readMountInfo()).filter((m) => m.mountPoint.startsWith(`${dir}/`));
-    for (const m of ours.reverse()) if (!m.mountPoint.includes('/devices/')) await unmount(m.mountPoint);
-    const ourLoops = new Set(await loopsUnder(dir));
-    const roLoops = parseLosetupList(
-      (await run('losetup', ['--list', '--json', '--output', 'NAME,BACK-FILE'])).stdout,
-    ).filter((d) => ourLoops.has(d.backFile));
-    for (const l of roLoops) await run('losetup', ['-d', l.name], { allowFailure: true });
-    for (const stateDir of stateDirs.splice(0))
-      for (const volume of ['pvc-csi-fs', 'pvc-csi-block', 'pvc-csi-grow', 'pvc-csi-xfs'])
-        await detachBlockDevice({ stateDir: join(stateDir, 'devices'), volumeId: volume }).catch(
-          () => undefined,
-        );
-    await dp?.destroy();
-    const left = (await readMountInfo()).filter((m) => m.mountPoint.startsWith(dir));
-    const loops = await loopsUnder(dir);
-    await rm(dir, { recursive: true, force: true });
-    expect(left.map((m) => m.mountPoint)).toEqual([]);
-    expect(loops).toEqual([]);
+    // Whatever a failed test left is removed; nothing may have been left that could not be.
+    const left = await fx.destroy();
+    expect(left.mounts).toEqual([]);
+    expect(left.loops).toEqual([]);
   });
 
   it('stages (formats ext4), publishes, keeps files across nodes, refuses writes read-only', async () => {
     const volume = 'pvc-csi-fs';
-    const node = await startNode('node-a');
+    const node = await fx.startNode('node-a');
     // Before the engine runs, staging says what is missing.
     const staging = join(dir, 'staging');
     const stage = {
@@ -147,14 +58,14 @@ describe('CSI Node service (nbdfuse + loop)', () => {
         /no engine serves volume pvc-csi-fs on this node.*ControllerPublishVolume/,
       ),
     });
-    await startVolume(volume);
+    await fx.startVolume(volume, SIZE);
 
     await call(node, 'NodeStageVolume', stage);
     await call(node, 'NodeStageVolume', stage); // idempotent
     const staged = (await readMountInfo()).find((m) => m.mountPoint === staging);
     expect(staged?.fsType).toBe('ext4');
     expect(
-      await code(
+      await codeOf(
         call(node, 'NodeStageVolume', {
           ...stage,
           volume_capability: mountCapability('SINGLE_NODE_WRITER', 'xfs'),
@@ -172,7 +83,7 @@ describe('CSI Node service (nbdfuse + loop)', () => {
     };
     await call(node, 'NodePublishVolume', publish);
     await call(node, 'NodePublishVolume', publish); // idempotent
-    expect(await code(call(node, 'NodePublishVolume', { ...publish, readonly: true }))).toBe(
+    expect(await codeOf(call(node, 'NodePublishVolume', { ...publish, readonly: true }))).toBe(
       status.ALREADY_EXISTS,
     );
     const sums = new Map<string, string>();
@@ -200,7 +111,7 @@ describe('CSI Node service (nbdfuse + loop)', () => {
     expect(Number(inodes?.used)).toBeGreaterThanOrEqual(13); // root, lost+found, reserved ones, two files
     expect(stats.volume_condition.abnormal).toBe(false);
     expect(
-      await code(call(node, 'NodeGetVolumeStats', { volume_id: volume, volume_path: join(dir, 'nope') })),
+      await codeOf(call(node, 'NodeGetVolumeStats', { volume_id: volume, volume_path: join(dir, 'nope') })),
     ).toBe(status.NOT_FOUND);
 
     // Expansion: asking for more than the engine serves waits for it, then says it has not come.
@@ -229,7 +140,7 @@ describe('CSI Node service (nbdfuse + loop)', () => {
 
     // Unstage while published is refused; unpublish removes the target directory.
     expect(
-      await code(call(node, 'NodeUnstageVolume', { volume_id: volume, staging_target_path: staging })),
+      await codeOf(call(node, 'NodeUnstageVolume', { volume_id: volume, staging_target_path: staging })),
     ).toBe(status.FAILED_PRECONDITION);
     for (const t of [target, roTarget]) {
       await call(node, 'NodeUnpublishVolume', { volume_id: volume, target_path: t });
@@ -241,10 +152,10 @@ describe('CSI Node service (nbdfuse + loop)', () => {
     expect((await readMountInfo()).filter((m) => m.mountPoint.startsWith(join(dir, 'state-node-a')))).toEqual(
       [],
     );
-    expect(await code(call(node, 'NodePublishVolume', publish))).toBe(status.FAILED_PRECONDITION);
+    expect(await codeOf(call(node, 'NodePublishVolume', publish))).toBe(status.FAILED_PRECONDITION);
 
     // Another node, same engine socket: the files are there, intact; no second format.
-    const other = await startNode('node-b');
+    const other = await fx.startNode('node-b');
     const staging2 = join(dir, 'staging-b');
     await call(other, 'NodeStageVolume', { ...stage, staging_target_path: staging2 });
     const target2 = join(dir, 'pods', 'c', 'mount');
@@ -260,8 +171,8 @@ describe('CSI Node service (nbdfuse + loop)', () => {
 
   it('hands a raw block device to dd and qemu-io, read-only refuses writes, grows a small filesystem at stage', async () => {
     const volume = 'pvc-csi-block';
-    const node = await startNode('node-a');
-    await startVolume(volume);
+    const node = await fx.startNode('node-a');
+    await fx.startVolume(volume, SIZE);
     const staging = join(dir, 'staging');
     const stage = {
       volume_id: volume,
@@ -280,15 +191,7 @@ describe('CSI Node service (nbdfuse + loop)', () => {
     await run('dd', ['if=/dev/urandom', `of=${data}`, 'bs=1M', 'count=1', 'status=none']);
     await run('dd', [`if=${data}`, `of=${target}`, 'bs=1M', 'seek=4', 'oflag=direct', 'status=none']);
     const back = join(dir, 'back.bin');
-    await run('dd', [
-      `if=${target}`,
-      `of=${back}`,
-      'bs=1M',
-      'skip=4',
-      'count=1',
-      'iflag=direct',
-      'status=none',
-    ]);
+    await dd({ from: target, to: back, bs: '1M', skip: 4, count: 1, iflag: 'direct' });
     expect(await sha256(back)).toBe(await sha256(data));
     await run('qemu-io', ['-f', 'raw', '-c', 'write -P 0xab 8M 1M', '-c', 'read -P 0xab 8M 1M', target]);
     await run('qemu-io', ['-f', 'raw', '-c', 'read -P 0 0 4M', target]);
@@ -304,7 +207,7 @@ describe('CSI Node service (nbdfuse + loop)', () => {
     const roTarget = join(dir, 'pods', 'b', 'dev');
     await call(node, 'NodePublishVolume', { ...publish, target_path: roTarget, readonly: true });
     await call(node, 'NodePublishVolume', { ...publish, target_path: roTarget, readonly: true });
-    expect(await code(call(node, 'NodePublishVolume', { ...publish, target_path: roTarget }))).toBe(
+    expect(await codeOf(call(node, 'NodePublishVolume', { ...publish, target_path: roTarget }))).toBe(
       status.ALREADY_EXISTS,
     );
     await run('qemu-io', ['-r', '-f', 'raw', '-c', 'read -P 0xab 8M 1M', roTarget]);
@@ -348,18 +251,13 @@ describe('CSI Node service (nbdfuse + loop)', () => {
 
   /** ControllerExpandVolume's effect on the data plane: every replica grows, then the engine. */
   async function expandVolume(engine: LoopbackEngine, sizeBytes: number): Promise<void> {
-    for (const replica of dp.replicas) await replica.server.registry.grow(dp.volume, sizeBytes);
-    await dp.store.set({ ...(await dp.store.read()), sizeBytes });
-    expect(await engine.host.resize()).toEqual({ sizeBytes, wanted: sizeBytes });
+    expect(await fx.growVolume(engine, sizeBytes)).toEqual({ sizeBytes, wanted: sizeBytes });
   }
-
-  const deviceBytes = async (device: string) =>
-    Number((await run('blockdev', ['--getsize64', device])).stdout.trim());
 
   it('grows a published raw block device online: NodeExpandVolume raises the loop limit', async () => {
     const volume = 'pvc-csi-grow';
-    const node = await startNode('node-a');
-    const engine = await startVolume(volume);
+    const node = await fx.startNode('node-a');
+    const engine = await fx.startVolume(volume, SIZE);
     const staging = join(dir, 'staging');
     const stage = {
       volume_id: volume,
@@ -372,18 +270,11 @@ describe('CSI Node service (nbdfuse + loop)', () => {
     await call(node, 'NodePublishVolume', publish);
     const roTarget = join(dir, 'pods', 'b', 'dev');
     await call(node, 'NodePublishVolume', { ...publish, target_path: roTarget, readonly: true });
-    expect(await deviceBytes(target)).toBe(SIZE);
+    expect(await blockDeviceBytes(target)).toBe(SIZE);
     const marker = join(dir, 'marker.bin');
     await run('dd', ['if=/dev/urandom', `of=${marker}`, 'bs=4096', 'count=1', 'status=none']);
     const last = (size: number) => String(size / 4096 - 1);
-    await run('dd', [
-      `if=${marker}`,
-      `of=${target}`,
-      'bs=4096',
-      `seek=${last(SIZE)}`,
-      'oflag=direct',
-      'status=none',
-    ]);
+    await dd({ from: marker, to: target, bs: '4096', seek: last(SIZE), oflag: 'direct' });
 
     const BIG = 2 * SIZE;
     await expandVolume(engine, BIG);
@@ -394,39 +285,20 @@ describe('CSI Node service (nbdfuse + loop)', () => {
     };
     expect(await call(node, 'NodeExpandVolume', expand)).toEqual({ capacity_bytes: String(BIG) });
     expect(await call(node, 'NodeExpandVolume', expand)).toEqual({ capacity_bytes: String(BIG) });
-    expect(await deviceBytes(target)).toBe(BIG);
-    expect(await deviceBytes(roTarget)).toBe(BIG); // the read-only loop over it follows
+    expect(await blockDeviceBytes(target)).toBe(BIG);
+    expect(await blockDeviceBytes(roTarget)).toBe(BIG); // the read-only loop over it follows
     const lastBlock = join(dir, 'last.bin');
     const readLast = async (device: string, size: number) => {
-      await run('dd', [
-        `if=${device}`,
-        `of=${lastBlock}`,
-        'bs=4096',
-        `skip=${last(size)}`,
-        'count=1',
-        'iflag=direct',
-        'status=none',
-      ]);
+      await dd({ from: device, to: lastBlock, bs: '4096', skip: last(size), count: 1, iflag: 'direct' });
       return sha256(lastBlock);
     };
     expect(await readLast(target, SIZE)).toBe(await sha256(marker));
     await run('dd', ['if=/dev/urandom', `of=${marker}`, 'bs=4096', 'count=1', 'status=none']);
-    await run('dd', [
-      `if=${marker}`,
-      `of=${target}`,
-      'bs=4096',
-      `seek=${last(BIG)}`,
-      'oflag=direct',
-      'status=none',
-    ]);
+    await dd({ from: marker, to: target, bs: '4096', seek: last(BIG), oflag: 'direct' });
     expect(await readLast(target, BIG)).toBe(await sha256(marker));
     expect(await readLast(roTarget, BIG)).toBe(await sha256(marker));
     // Nothing past the device's end, and the engine's own export still has the volume's exact size.
-    const past = await run(
-      'dd',
-      [`if=${marker}`, `of=${target}`, 'bs=4096', `seek=${BIG / 4096}`, 'oflag=direct', 'status=none'],
-      { allowFailure: true },
-    );
+    const past = await dd({ from: marker, to: target, bs: '4096', seek: BIG / 4096, oflag: 'direct' }, true);
     expect(past.code).not.toBe(0);
     const info = await run('nbdinfo', [
       '--size',
@@ -436,7 +308,7 @@ describe('CSI Node service (nbdfuse + loop)', () => {
 
     // More than the engine serves: UNAVAILABLE after the wait (kubelet retries).
     const tooBig = { ...expand, capacity_range: { required_bytes: String(4 * SIZE) } };
-    expect(await code(call(node, 'NodeExpandVolume', tooBig))).toBe(status.UNAVAILABLE);
+    expect(await codeOf(call(node, 'NodeExpandVolume', tooBig))).toBe(status.UNAVAILABLE);
 
     for (const t of [target, roTarget])
       await call(node, 'NodeUnpublishVolume', { volume_id: volume, target_path: t });
@@ -454,10 +326,10 @@ describe('CSI Node service (nbdfuse + loop)', () => {
     });
     await call(node, 'NodeStageVolume', stage);
     await call(node, 'NodePublishVolume', publish);
-    expect(await deviceBytes(target)).toBe(BIG);
+    expect(await blockDeviceBytes(target)).toBe(BIG);
     await expandVolume(engine, 3 * SIZE);
     expect(
-      await code(
+      await codeOf(
         call(node, 'NodeExpandVolume', { ...expand, capacity_range: { required_bytes: String(3 * SIZE) } }),
       ),
     ).toBe(status.FAILED_PRECONDITION);
@@ -466,7 +338,7 @@ describe('CSI Node service (nbdfuse + loop)', () => {
     // Staged afresh, it gets the new layout and the new size.
     await call(node, 'NodeStageVolume', stage);
     await call(node, 'NodePublishVolume', publish);
-    expect(await deviceBytes(target)).toBe(3 * SIZE);
+    expect(await blockDeviceBytes(target)).toBe(3 * SIZE);
     await call(node, 'NodeUnpublishVolume', { volume_id: volume, target_path: target });
     await call(node, 'NodeUnstageVolume', stage);
   }, 60_000);
@@ -474,8 +346,8 @@ describe('CSI Node service (nbdfuse + loop)', () => {
   it('grows a mounted xfs online, also after the node plugin restarted', async () => {
     const volume = 'pvc-csi-xfs';
     const XFS = 320 * MiB;
-    const node = await startNode('node-a');
-    const engine = await startVolume(volume, XFS);
+    const node = await fx.startNode('node-a');
+    const engine = await fx.startVolume(volume, XFS);
     const staging = join(dir, 'staging');
     const capability = mountCapability('SINGLE_NODE_WRITER', 'xfs');
     const stage = { volume_id: volume, staging_target_path: staging, volume_capability: capability };
@@ -505,18 +377,11 @@ describe('CSI Node service (nbdfuse + loop)', () => {
     const grown = await dfBytes();
     expect(grown).toBeGreaterThan(before + XFS - 32 * MiB);
     expect(await sha256(file)).toBe(sum);
-    await run('dd', [
-      'if=/dev/urandom',
-      `of=${join(target, 'more.bin')}`,
-      'bs=1M',
-      'count=400',
-      'conv=fsync',
-      'status=none',
-    ]);
+    await dd({ from: '/dev/urandom', to: join(target, 'more.bin'), bs: '1M', count: 400, conv: 'fsync' });
 
     // A new plugin process finds the attachment (and its size limit) from the machine alone.
-    for (const server of servers.splice(0)) await server.stop(100);
-    const restarted = await startNode('node-a');
+    await fx.stopNodes();
+    const restarted = await fx.startNode('node-a');
     await call(restarted, 'NodeStageVolume', stage);
     await call(restarted, 'NodePublishVolume', publish);
     await grow(restarted, 3 * XFS);

@@ -1,0 +1,128 @@
+/**
+ * The YAML under manifests/ as objects, and lookups into it for the manifest checks
+ * (cli/manifests.test.ts): objects by kind and name, the driver's workloads and their containers,
+ * a sidecar's `--flag=value` arguments, which pod volume (and host path) a container path lives on,
+ * and the sidecar versions test/tools/build.sh builds.
+ */
+import { readFileSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import type {
+  KubernetesObject,
+  V1Container,
+  V1DaemonSet,
+  V1Deployment,
+  V1PodSpec,
+  V1Volume,
+} from '@kubernetes/client-node';
+import { readManifests } from '../../lib/kube/manifests.js';
+import { manifestsDir, packageRoot } from '../../lib/paths.js';
+
+export const NAMESPACE = 'tandem-system';
+
+export interface ManifestSet {
+  /** manifests/driver */
+  driver: KubernetesObject[];
+  /** manifests/examples */
+  examples: KubernetesObject[];
+  /** manifests/webhook */
+  webhook: KubernetesObject[];
+}
+
+export async function loadManifests(): Promise<ManifestSet> {
+  return {
+    driver: await readManifests(join(manifestsDir(), 'driver')),
+    examples: await readManifests(join(manifestsDir(), 'examples')),
+    webhook: await readManifests(join(manifestsDir(), 'webhook')),
+  };
+}
+
+export const ofKind = <T>(objects: KubernetesObject[], kind: string): T[] =>
+  objects.filter((o) => o.kind === kind) as T[];
+
+export const named = <T extends KubernetesObject>(objects: T[], name: string): T => {
+  const found = objects.find((o) => o.metadata?.name === name);
+  if (!found) throw new Error(`no ${objects[0]?.kind ?? 'object'} named ${name} in the manifests`);
+  return found;
+};
+
+/** A Deployment or DaemonSet, reduced to what the checks look at. */
+export interface Workload {
+  kind: string;
+  name: string;
+  pod: V1PodSpec;
+}
+
+export function workloadsOf(objects: KubernetesObject[]): Workload[] {
+  return [...ofKind<V1Deployment>(objects, 'Deployment'), ...ofKind<V1DaemonSet>(objects, 'DaemonSet')].map(
+    (w) => {
+      const pod = w.spec?.template.spec;
+      if (!pod) throw new Error(`${w.kind} ${w.metadata?.name} has no pod template`);
+      return { kind: w.kind ?? '', name: w.metadata?.name ?? '', pod };
+    },
+  );
+}
+
+export function workloadNamed(workloads: Workload[], name: string): Workload {
+  const found = workloads.find((w) => w.name === name);
+  if (!found) throw new Error(`no workload ${name} in manifests/driver`);
+  return found;
+}
+
+export function container(w: Workload, name: string): V1Container {
+  const found = w.pod.containers.find((c) => c.name === name);
+  if (!found) throw new Error(`${w.name} has no container ${name}`);
+  return found;
+}
+
+/** A sidecar's `--flag=value` argument (undefined when absent). */
+export function flag(c: V1Container, name: string): string | undefined {
+  for (const arg of c.args ?? []) {
+    if (arg === `--${name}`) return '';
+    if (arg.startsWith(`--${name}=`)) return arg.slice(name.length + 3);
+  }
+  return undefined;
+}
+
+export function requiredFlag(c: V1Container, name: string): string {
+  const value = flag(c, name);
+  if (value === undefined) throw new Error(`container ${c.name} has no --${name}`);
+  return value;
+}
+
+/** The pod volume a path inside a container lives on, and the path relative to the mount. */
+export function onVolume(w: Workload, c: V1Container, path: string): { volume: V1Volume; rest: string } {
+  const mounts = (c.volumeMounts ?? [])
+    .filter((m) => path === m.mountPath || path.startsWith(`${m.mountPath.replace(/\/$/, '')}/`))
+    .sort((a, b) => b.mountPath.length - a.mountPath.length);
+  const mount = mounts[0];
+  if (!mount) throw new Error(`${w.name}/${c.name}: ${path} is on no mounted volume`);
+  const volume = w.pod.volumes?.find((v) => v.name === mount.name);
+  if (!volume) throw new Error(`${w.name}/${c.name}: mount ${mount.name} names no pod volume`);
+  return { volume, rest: relative(mount.mountPath, path) };
+}
+
+/** The host path a path inside a container is, through the container's hostPath mount. */
+export function hostPathOf(w: Workload, c: V1Container, path: string): string {
+  const { volume, rest } = onVolume(w, c, path);
+  if (!volume.hostPath) throw new Error(`${w.name}/${c.name}: ${path} is not on a hostPath volume`);
+  return join(volume.hostPath.path, rest);
+}
+
+/** The CSI sidecars test/tools/build.sh builds, by container name, with their Go modules. */
+export const SIDECAR_MODULES: Record<string, string> = {
+  'csi-provisioner': 'github.com/kubernetes-csi/external-provisioner',
+  'csi-attacher': 'github.com/kubernetes-csi/external-attacher',
+  'csi-resizer': 'github.com/kubernetes-csi/external-resizer',
+};
+
+/** The sidecar version test/tools/build.sh builds, from its wrapper module's go.mod. */
+export function builtSidecarVersion(name: string): string {
+  const goMod = readFileSync(join(packageRoot(), 'test', 'tools', name, 'go.mod'), 'utf8');
+  const module = SIDECAR_MODULES[name] ?? '';
+  const line = goMod
+    .split('\n')
+    .find((l) => l.trim().startsWith(`${module}/`) || l.trim().startsWith(`${module} `));
+  const version = line?.trim().split(/\s+/)[1];
+  if (!version) throw new Error(`test/tools/${name}/go.mod pins no ${module}`);
+  return version;
+}
