@@ -36,6 +36,15 @@ export function controllerCommand() {
         .argParser(durationIn(1000, 600_000))
         .default(60_000, '60s'),
     )
+    .addOption(
+      new Option(
+        '--node-check-interval <duration>',
+        'how often the leader looks for nodes whose registration Lease expired (NodeLost events on the claims of their replicas)',
+      )
+        .argParser(durationIn(500, 600_000))
+        .default(10_000, '10s')
+        .env('TANDEM_NODE_CHECK_INTERVAL'),
+    )
     .addOption(metricsAddressOption('0.0.0.0:9501'))
     .addOption(logLevelOption())
     .action(async (options) => {
@@ -78,7 +87,11 @@ export function controllerCommand() {
         log,
       });
       const elected = election.run({
-        onStartedLeading: (signal) => runLeaderDuties({ kc, cluster, events, log }, signal),
+        onStartedLeading: (signal) =>
+          runLeaderDuties(
+            { kc, cluster, events, log, nodeCheckIntervalMs: options.nodeCheckInterval },
+            signal,
+          ),
       });
       const end = await Promise.race([
         untilStopSignal(),

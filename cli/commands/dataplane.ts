@@ -9,7 +9,7 @@ import { KubeMembershipStore } from '../../driver/engine/kube-membership.js';
 import { EngineMetrics } from '../../driver/engine/metrics.js';
 import { ReplicaServerMetrics } from '../../driver/replica/metrics.js';
 import { ReplicaServer } from '../../driver/replica/server.js';
-import { parseHostPort } from '../../lib/config.js';
+import { durationIn, parseHostPort } from '../../lib/config.js';
 import { AdminInputError, serveAdmin } from '../../lib/http-admin.js';
 import { loadKubeConfig } from '../../lib/kube/client.js';
 import { VolumeClient } from '../../lib/kube/volumes.js';
@@ -70,6 +70,15 @@ export function dataplaneCommand() {
         .default(CREDENTIAL_NAMESPACE)
         .env('POD_NAMESPACE'),
     )
+    .addOption(
+      new Option(
+        '--node-lease-duration <duration>',
+        "how long the node's registration Lease stays valid without a renewal (whole seconds; renewed every quarter of it); past it the controller treats the node as lost",
+      )
+        .argParser(nodeLeaseDuration)
+        .default(40_000, '40s')
+        .env('TANDEM_NODE_LEASE_DURATION'),
+    )
     .addOption(logLevelOption())
     .action(async (options) => {
       const log = createLogger('dataplane', options.logLevel).child({ node: options.nodeId });
@@ -122,6 +131,8 @@ export function dataplaneCommand() {
           pool,
           replicas: server.registry,
           log,
+          leaseDurationSeconds: options.nodeLeaseDuration / 1000,
+          renewIntervalMs: options.nodeLeaseDuration / 4,
         });
       }
       log.info(
@@ -143,4 +154,14 @@ export function dataplaneCommand() {
       await server.close();
       await Promise.all([metricsServer.close(), admin.close()]);
     });
+}
+
+/** 4 s to 10 min in whole seconds: a Lease's duration is a whole number of seconds. */
+function nodeLeaseDuration(value: string): number {
+  const ms = durationIn(4_000, 600_000)(value);
+  if (ms % 1000 !== 0)
+    throw new InvalidArgumentError(
+      `${value} is not a whole number of seconds (a Lease's duration is in seconds).`,
+    );
+  return ms;
 }

@@ -35,7 +35,10 @@ export interface NodeAgentOptions {
   tuning?: Partial<
     Pick<ReconcilerOptions, 'resyncIntervalMs' | 'engineRequestTimeoutMs' | 'engineRebuildIntervalMs'>
   >;
+  /** How often the node's registration Lease is renewed (default 10 s). */
   renewIntervalMs?: number;
+  /** The registration Lease's duration (default 40 s); past it the controller treats the node as lost. */
+  leaseDurationSeconds?: number;
 }
 
 export interface NodeAgent {
@@ -53,6 +56,9 @@ export async function startNodeAgent(options: NodeAgentOptions): Promise<NodeAge
     dataDir: options.dataDir,
     log,
     ...(options.renewIntervalMs === undefined ? {} : { renewIntervalMs: options.renewIntervalMs }),
+    ...(options.leaseDurationSeconds === undefined
+      ? {}
+      : { leaseDurationSeconds: options.leaseDurationSeconds }),
   });
   await registration.start();
   const informer: Cache<Volume> = new VolumeClient(kc).informer();

@@ -24,6 +24,13 @@ export interface StackNode {
   replicaPort: number;
 }
 
+/** Extra command-line arguments for the stack's processes (e.g. shorter timings), appended to the defaults. */
+export interface CsiStackOptions {
+  controllerArgs?: readonly string[];
+  dataplaneArgs?: readonly string[];
+  nodeArgs?: readonly string[];
+}
+
 type Role = 'controller' | `dataplane:${string}` | `node:${string}`;
 
 export class CsiStack {
@@ -33,9 +40,11 @@ export class CsiStack {
   readonly nodes: StackNode[] = [];
   readonly #children = new Map<Role, ChildProcessWithoutNullStreams>();
   readonly #kubeconfig: string;
+  readonly #options: CsiStackOptions;
 
-  private constructor(dir: string, namespace: string) {
+  private constructor(dir: string, namespace: string, options: CsiStackOptions) {
     this.dir = dir;
+    this.#options = options;
     this.namespace = namespace;
     this.controllerSocket = join(dir, 'controller.sock');
     const kubeconfig = process.env[TEST_KUBECONFIG_ENV];
@@ -43,10 +52,17 @@ export class CsiStack {
     this.#kubeconfig = kubeconfig;
   }
 
-  /** Starts the controller and `nodeCount` nodes named `<prefix>-1..n`; waits until all serve. */
-  static async start(nodeCount: number, prefix = uniqueName('csi')): Promise<CsiStack> {
+  /**
+   * Starts the controller and `nodeCount` nodes named `<prefix>-1..n`; waits until all serve.
+   * `options` adds arguments to every start (and restart) of a process of that kind.
+   */
+  static async start(
+    nodeCount: number,
+    prefix = uniqueName('csi'),
+    options: CsiStackOptions = {},
+  ): Promise<CsiStack> {
     const dir = mkdtempSync(join(tmpdir(), 'tandem-csi-'));
-    const stack = new CsiStack(dir, prefix);
+    const stack = new CsiStack(dir, prefix, options);
     const core = testKubeConfig().makeApiClient(CoreV1Api);
     await core.createNamespace({ body: { metadata: { name: stack.namespace } } });
     try {
@@ -90,6 +106,7 @@ export class CsiStack {
       `127.0.0.1:${await freePort()}`,
       '--log-level',
       'debug',
+      ...(this.#options.controllerArgs ?? []),
     ]);
     await waitFor(
       'controller socket',
@@ -128,6 +145,7 @@ export class CsiStack {
       `127.0.0.1:${await freePort()}`,
       '--log-level',
       'debug',
+      ...(this.#options.dataplaneArgs ?? []),
     ]);
     await waitFor(
       `${name} data plane`,
@@ -155,6 +173,7 @@ export class CsiStack {
       `127.0.0.1:${await freePort()}`,
       '--log-level',
       'debug',
+      ...(this.#options.nodeArgs ?? []),
     ]);
     await waitFor(
       `${name} node plugin`,
