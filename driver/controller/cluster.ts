@@ -45,6 +45,8 @@ export interface ControllerCluster {
   listNodes(): Promise<NodeRegistrationRecord[]>;
   /** Names of Node objects marked unschedulable (cordoned). */
   cordonedNodes(): Promise<Set<string>>;
+  /** The UID of a PersistentVolumeClaim (Events carry it so `kubectl describe pvc` finds them); undefined when absent. */
+  claimUid(namespace: string, name: string): Promise<string | undefined>;
   /** Pods (not finished) whose claim is bound to the PV of this CSI volume; undefined when no PV names it. */
   podsUsingVolume(volumeId: string): Promise<PodUse[] | undefined>;
 }
@@ -201,6 +203,17 @@ export class KubeControllerCluster implements ControllerCluster {
   async cordonedNodes(): Promise<Set<string>> {
     const nodes = await call('listing Nodes', () => this.#core.listNode());
     return new Set(nodes.items.filter((n) => n.spec?.unschedulable).map((n) => n.metadata?.name ?? ''));
+  }
+
+  async claimUid(namespace: string, name: string): Promise<string | undefined> {
+    return call(`reading PersistentVolumeClaim ${namespace}/${name}`, async () => {
+      try {
+        return (await this.#core.readNamespacedPersistentVolumeClaim({ name, namespace })).metadata?.uid;
+      } catch (err) {
+        if (is404(err)) return undefined;
+        throw err;
+      }
+    });
   }
 
   async podsUsingVolume(volumeId: string): Promise<PodUse[] | undefined> {

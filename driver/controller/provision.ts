@@ -16,6 +16,7 @@ import {
   eventSubject,
   PVC_NAME_ANNOTATION,
   PVC_NAMESPACE_ANNOTATION,
+  PVC_UID_ANNOTATION,
 } from './volume-events.js';
 import { CSI_NAME_ANNOTATION, csiNameOf, volumeIdFor } from './volume-id.js';
 import { type CsiVolume, csiVolume } from './volume-view.js';
@@ -30,10 +31,23 @@ export interface ProvisionDeps {
 const PVC_NAME_PARAMETER = 'csi.storage.k8s.io/pvc/name';
 const PVC_NAMESPACE_PARAMETER = 'csi.storage.k8s.io/pvc/namespace';
 
-function claimAnnotations(request: CreateVolumeRequest): Record<string, string> {
+/**
+ * The claim the volume is for, as Volume annotations, so Events reach it. The UID is read from the
+ * claim (the provisioner does not pass it); a claim that cannot be read only costs the UID.
+ */
+async function claimAnnotations(
+  cluster: ControllerCluster,
+  request: CreateVolumeRequest,
+): Promise<Record<string, string>> {
   const name = request.parameters?.[PVC_NAME_PARAMETER];
   const namespace = request.parameters?.[PVC_NAMESPACE_PARAMETER];
-  return name && namespace ? { [PVC_NAME_ANNOTATION]: name, [PVC_NAMESPACE_ANNOTATION]: namespace } : {};
+  if (!name || !namespace) return {};
+  const uid = await cluster.claimUid(namespace, name).catch(() => undefined);
+  return {
+    [PVC_NAME_ANNOTATION]: name,
+    [PVC_NAMESPACE_ANNOTATION]: namespace,
+    ...(uid ? { [PVC_UID_ANNOTATION]: uid } : {}),
+  };
 }
 
 export async function createVolume(
@@ -54,7 +68,10 @@ export async function createVolume(
   let volume = await cluster.getVolume(id);
   if (volume === undefined) {
     const fresh = newVolume(id, volumeSpecFor(plan));
-    fresh.metadata.annotations = { [CSI_NAME_ANNOTATION]: plan.name, ...claimAnnotations(request) };
+    fresh.metadata.annotations = {
+      [CSI_NAME_ANNOTATION]: plan.name,
+      ...(await claimAnnotations(cluster, request)),
+    };
     fresh.metadata.labels = { 'app.kubernetes.io/managed-by': 'tandem' };
     volume = (await cluster.createVolume(fresh)) ?? (await cluster.getVolume(id));
     if (volume === undefined) throw aborted(`volume ${id} was created and deleted meanwhile; retry`);

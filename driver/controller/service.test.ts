@@ -5,6 +5,7 @@ import { MemoryControllerCluster } from '../../test/harness/memory-controller-cl
 import { CsiError } from '../csi/errors.js';
 import type { RpcContext } from '../csi/rpc.js';
 import { controllerHandlers } from './service.js';
+import { eventSubject } from './volume-events.js';
 import { CSI_NAME_ANNOTATION } from './volume-id.js';
 
 const GiB = 1024 ** 3;
@@ -112,6 +113,28 @@ describe('CreateVolume', () => {
     expect((await handlers.CreateVolume(rwo('Sanity-Volume-1F2E'), context())).volume.volume_id).toBe(
       volume.volume_id,
     );
+  });
+
+  test('the claim named by the provisioner is recorded with its UID, so Events reach kubectl describe', async () => {
+    const { cluster, handlers } = setup();
+    cluster.claims.set('apps/data', 'uid-123');
+    const request = createVolumeRequest({
+      name: 'pvc-claim',
+      parameters: {
+        numberOfReplicas: '1',
+        'csi.storage.k8s.io/pvc/name': 'data',
+        'csi.storage.k8s.io/pvc/namespace': 'apps',
+      },
+    });
+    await handlers.CreateVolume(request, context());
+    const volume = cluster.volumes.get('pvc-claim');
+    expect(volume && eventSubject(volume)).toEqual({
+      apiVersion: 'v1',
+      kind: 'PersistentVolumeClaim',
+      name: 'data',
+      namespace: 'apps',
+      uid: 'uid-123',
+    });
   });
 
   test('ReadWriteMany Filesystem is refused before anything is created', async () => {

@@ -12,6 +12,7 @@ import { nodeInventory } from './inventory.js';
 
 export const PVC_NAME_ANNOTATION = 'tandem.dev/pvc-name';
 export const PVC_NAMESPACE_ANNOTATION = 'tandem.dev/pvc-namespace';
+export const PVC_UID_ANNOTATION = 'tandem.dev/pvc-uid';
 
 /** What the watcher needs of an EventRecorder (lib/kube/events.ts). */
 export interface EventSink {
@@ -23,7 +24,10 @@ export function eventSubject(volume: Pick<Volume, 'metadata'>): V1ObjectReferenc
   const annotations = volume.metadata.annotations ?? {};
   const name = annotations[PVC_NAME_ANNOTATION];
   const namespace = annotations[PVC_NAMESPACE_ANNOTATION];
-  if (name && namespace) return { apiVersion: 'v1', kind: 'PersistentVolumeClaim', name, namespace };
+  const uid = annotations[PVC_UID_ANNOTATION];
+  // The UID matters: `kubectl describe pvc` selects Events by involvedObject.uid.
+  if (name && namespace)
+    return { apiVersion: 'v1', kind: 'PersistentVolumeClaim', name, namespace, ...(uid ? { uid } : {}) };
   return { apiVersion: API_VERSION, kind: VOLUME_KIND, name: volume.metadata.name, uid: volume.metadata.uid };
 }
 

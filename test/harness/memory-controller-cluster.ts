@@ -108,6 +108,13 @@ export class MemoryControllerCluster implements ControllerCluster {
     return new Set(this.cordoned);
   }
 
+  /** Claims that exist, `namespace/name` → UID. */
+  readonly claims = new Map<string, string>();
+
+  async claimUid(namespace: string, name: string): Promise<string | undefined> {
+    return this.claims.get(`${namespace}/${name}`);
+  }
+
   async podsUsingVolume(): Promise<PodUse[] | undefined> {
     return this.pods && structuredClone(this.pods);
   }

@@ -137,6 +137,13 @@ describe('external-provisioner, -attacher and -resizer against the driver', () =
       accessMode: 'ReadWriteOnce',
     });
     expect(volume.metadata.name).toBe(pv.metadata?.name);
+    // The claim is recorded with its UID, which `kubectl describe pvc` selects Events by.
+    const pvc = await core.readNamespacedPersistentVolumeClaim({ name: claim, namespace });
+    expect(volume.metadata.annotations).toMatchObject({
+      'tandem.dev/pvc-name': claim,
+      'tandem.dev/pvc-namespace': namespace,
+      'tandem.dev/pvc-uid': pvc.metadata?.uid,
+    });
     await eventually(
       () => stack.nodes.every((n) => existsSync(join(n.dataDir, volumeId, 'meta.json'))) || undefined,
       30_000,
