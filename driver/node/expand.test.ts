@@ -1,37 +1,25 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { silentLogger } from '../../lib/log.js';
 import { blockCapability, mountCapability } from '../../test/harness/csi-requests.js';
-import { FakeNodeOps } from '../../test/harness/fake-node-ops.js';
+import { type FakeNodeOps, fakeNodeEnv } from '../../test/harness/fake-node-ops.js';
 import { nodeExpandVolume } from './expand.js';
 import { parseDumpe2fs, parseXfsInfo } from './node-ops.js';
 import { nodePublishVolume } from './publish.js';
 import type { NodeEnv } from './requests.js';
-import { nodeEnv } from './service.js';
 import { nodeStageVolume } from './stage.js';
 
 const ctx = () => ({ logger: silentLogger(), signal: new AbortController().signal });
 const MiB = 1024 * 1024;
 
-let dir: string;
 let ops: FakeNodeOps;
 let env: NodeEnv;
 
+let cleanup: () => Promise<void>;
+
 beforeEach(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'tandem-expand-'));
-  ops = new FakeNodeOps();
-  ops.answering.add('/run/engines/pvc-1.sock');
-  env = nodeEnv({
-    nodeId: 'node-1',
-    stateDir: join(dir, 'state'),
-    engineSocketDir: '/run/engines',
-    engineWaitMs: 50,
-    ops,
-  });
+  ({ ops, env, cleanup } = await fakeNodeEnv('expand'));
 });
-afterEach(() => rm(dir, { recursive: true, force: true }));
+afterEach(() => cleanup());
 
 async function publish(capability = mountCapability('SINGLE_NODE_WRITER')) {
   await nodeStageVolume(

@@ -1,34 +1,25 @@
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { silentLogger } from '../../lib/log.js';
 import { blockCapability, mountCapability } from '../../test/harness/csi-requests.js';
-import { FakeNodeOps } from '../../test/harness/fake-node-ops.js';
+import { type FakeNodeOps, fakeNodeEnv } from '../../test/harness/fake-node-ops.js';
 import type { NodeEnv } from './requests.js';
 import { nodeEnv } from './service.js';
 import { type NodeStageVolumeRequest, nodeStageVolume, nodeUnstageVolume, readStageRecord } from './stage.js';
 
 const ctx = (signal = new AbortController().signal) => ({ logger: silentLogger(), signal });
 
-let dir: string;
 let ops: FakeNodeOps;
 let env: NodeEnv;
 const staging = '/var/lib/kubelet/staging/pvc-1';
 
+let cleanup: () => Promise<void>;
+
 beforeEach(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'tandem-stage-'));
-  ops = new FakeNodeOps();
-  ops.answering.add('/run/engines/pvc-1.sock');
-  env = nodeEnv({
-    nodeId: 'node-1',
-    stateDir: join(dir, 'state'),
-    engineSocketDir: '/run/engines',
-    engineWaitMs: 50,
-    ops,
-  });
+  ({ ops, env, cleanup } = await fakeNodeEnv('stage'));
 });
-afterEach(() => rm(dir, { recursive: true, force: true }));
+afterEach(() => cleanup());
 
 function request(overrides: Partial<NodeStageVolumeRequest> = {}): NodeStageVolumeRequest {
   return {

@@ -1,37 +1,25 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { silentLogger } from '../../lib/log.js';
 import { blockCapability, mountCapability } from '../../test/harness/csi-requests.js';
-import { FakeNodeOps } from '../../test/harness/fake-node-ops.js';
+import { type FakeNodeOps, fakeNodeEnv } from '../../test/harness/fake-node-ops.js';
 import type { MountEntry } from './mounts.js';
 import { nodePublishVolume } from './publish.js';
 import type { NodeEnv } from './requests.js';
-import { nodeEnv } from './service.js';
 import { nodeStageVolume } from './stage.js';
 import { nodeGetVolumeStats } from './stats.js';
 
 const ctx = () => ({ logger: silentLogger(), signal: new AbortController().signal });
-const socket = '/run/engines/pvc-1.sock';
+const _socket = '/run/engines/pvc-1.sock';
 
-let dir: string;
 let ops: FakeNodeOps;
 let env: NodeEnv;
 
+let cleanup: () => Promise<void>;
+
 beforeEach(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'tandem-stats-'));
-  ops = new FakeNodeOps();
-  ops.answering.add(socket);
-  env = nodeEnv({
-    nodeId: 'node-1',
-    stateDir: join(dir, 'state'),
-    engineSocketDir: '/run/engines',
-    engineWaitMs: 50,
-    ops,
-  });
+  ({ ops, env, cleanup } = await fakeNodeEnv('stats'));
 });
-afterEach(() => rm(dir, { recursive: true, force: true }));
+afterEach(() => cleanup());
 
 async function publish(capability = mountCapability('SINGLE_NODE_WRITER'), readonly = false) {
   await nodeStageVolume(

@@ -4,9 +4,14 @@
  * handlers depend on it: bind mounts of a filesystem share its device number, a device file
  * bind-mounted onto a file shows as devtmpfs with the device's name as root.
  */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { FilesystemMismatchError, type FsType } from '../../driver/node/filesystem.js';
 import type { MountEntry } from '../../driver/node/mounts.js';
 import type { DeviceNumber, FsStats, NodeOps, PathKind } from '../../driver/node/node-ops.js';
+import type { NodeEnv } from '../../driver/node/requests.js';
+import { nodeEnv } from '../../driver/node/service.js';
 
 const MiB = 1024 * 1024;
 
@@ -241,4 +246,24 @@ export class FakeNodeOps implements NodeOps {
   async removePath(path: string) {
     this.paths.delete(path);
   }
+}
+
+/**
+ * A node service environment over FakeNodeOps for one test: node-1, engines under /run/engines
+ * (pvc-1's answering), a temporary state directory that `cleanup()` removes.
+ */
+export async function fakeNodeEnv(
+  prefix: string,
+): Promise<{ dir: string; ops: FakeNodeOps; env: NodeEnv; cleanup: () => Promise<void> }> {
+  const dir = await mkdtemp(join(tmpdir(), `tandem-${prefix}-`));
+  const ops = new FakeNodeOps();
+  ops.answering.add('/run/engines/pvc-1.sock');
+  const env = nodeEnv({
+    nodeId: 'node-1',
+    stateDir: join(dir, 'state'),
+    engineSocketDir: '/run/engines',
+    engineWaitMs: 50,
+    ops,
+  });
+  return { dir, ops, env, cleanup: () => rm(dir, { recursive: true, force: true }) };
 }
