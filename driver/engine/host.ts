@@ -113,9 +113,11 @@ export class EngineHost {
       // A start that fails after attaching (a resync error, a socket that cannot be bound) must
       // not leave a member behind: a retry would take over again, bumping the epoch each time and
       // leaking the previous attempt's replica links.
-      await host.stop({ leave: true }).catch((stopErr: unknown) =>
-        host.#log.warn({ err: (stopErr as Error).message }, 'cleaning up a failed engine start failed'),
-      );
+      await host
+        .stop({ leave: true })
+        .catch((stopErr: unknown) =>
+          host.#log.warn({ err: (stopErr as Error).message }, 'cleaning up a failed engine start failed'),
+        );
       throw err;
     }
     return host;

@@ -14,7 +14,6 @@ import { BatchedWriter } from '../../lib/batched-writer.js';
 import type { ReplicaServerMetrics } from './metrics.js';
 import {
   digestCount,
-  type ErrorStatus,
   encodeFrame,
   encodeFrameParts,
   FrameDecoder,

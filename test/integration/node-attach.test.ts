@@ -6,7 +6,6 @@ import { ensureFilesystem, FilesystemMismatchError } from '../../driver/node/fil
 import { fuseLoopPaths, loopDevicesOf } from '../../driver/node/fuse-loop.js';
 import { isMountPoint, mount, readMountInfo, unmount } from '../../driver/node/mounts.js';
 import { run } from '../../lib/exec.js';
-import { silentLogger } from '../../lib/log.js';
 import { type LoopbackDataPlane, startLoopbackDataPlane } from '../harness/dataplane.js';
 
 const MiB = 1024 * 1024;
