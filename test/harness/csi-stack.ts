@@ -197,12 +197,13 @@ export class CsiStack {
     return this.#children.get(role)?.pid;
   }
 
-  async stop(role: Role): Promise<void> {
+  /** SIGTERM (or another signal), as kubelet stops a container; resolves with the exit code. */
+  async stop(role: Role, signal: 'SIGTERM' | 'SIGINT' = 'SIGTERM'): Promise<number | null | undefined> {
     const child = this.#children.get(role);
-    if (!child) return;
+    if (!child) return undefined;
     this.#children.delete(role);
-    child.kill('SIGTERM');
-    await exitOf(child);
+    child.kill(signal);
+    return exitOf(child);
   }
 
   /** Stops every process (SIGTERM, node plugins and controller first); removes the files unless kept. */

@@ -7,7 +7,7 @@
  * (docs/csi.md, "csi-sanity").
  */
 import { spawn } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CsiStack } from '../harness/csi-stack.js';
 import { toolPath } from '../harness/tools.js';
@@ -112,6 +112,20 @@ describe('csi-sanity against the driver on two simulated nodes', () => {
 
   afterAll(async () => {
     await stack?.destroy();
+  }, 90_000);
+
+  test('controller, node plugin and data plane stop gracefully on SIGTERM and SIGINT: exit 0, CSI sockets removed', async () => {
+    const [first, second] = stack.nodes;
+    if (!first || !second) throw new Error('two nodes expected');
+    expect(await stack.stop('controller', 'SIGTERM')).toBe(0);
+    expect(existsSync(stack.controllerSocket)).toBe(false);
+    expect(await stack.stop(`node:${first.name}`, 'SIGINT')).toBe(0);
+    expect(existsSync(first.nodeSocket)).toBe(false);
+    expect(await stack.stop(`dataplane:${second.name}`, 'SIGTERM')).toBe(0);
+    // Back for the sanity runs.
+    await stack.startController();
+    await stack.startNode(first.name);
+    await stack.startNode(second.name);
   }, 90_000);
 
   for (const accessType of ['mount', 'block'] as const) {
