@@ -70,9 +70,11 @@ export async function updateVolume(
   name: string,
   change: (volume: Volume) => Volume | undefined,
   write: 'spec' | 'status',
+  /** A copy the caller just read: the first attempt uses it instead of reading again. */
+  fresh?: Volume,
 ): Promise<Volume | undefined> {
   for (let attempt = 1; ; attempt++) {
-    const current = await cluster.getVolume(name);
+    const current = attempt === 1 && fresh !== undefined ? fresh : await cluster.getVolume(name);
     if (current === undefined) return undefined;
     const next = change(structuredClone(current));
     if (next === undefined) return current;

@@ -86,7 +86,7 @@ export async function createVolume(
   await cluster.ensureCredential(id);
   if ((volume.status?.replicas ?? []).length < volume.spec.numberOfReplicas) {
     try {
-      volume = await placeVolume(cluster, id, plan.topology);
+      volume = await placeVolume(cluster, volume, plan.topology);
     } catch (err) {
       if (err instanceof CsiError && err.code === status.RESOURCE_EXHAUSTED)
         deps.events?.record(eventSubject(volume), {
@@ -103,9 +103,10 @@ export async function createVolume(
 /** Writes the replica placement into status (existing replicas kept, missing ones placed). */
 async function placeVolume(
   cluster: ControllerCluster,
-  id: string,
+  read: Volume,
   topology: { requisite: CsiTopology[]; preferred: CsiTopology[] },
 ): Promise<Volume> {
+  const id = read.metadata.name;
   const nodes = await nodeInventory(cluster);
   // The requisite topology says where the volume must be usable from, not where its data must
   // sit: engines reach replicas over the network, so replicas may go anywhere. Requisite nodes
@@ -145,6 +146,7 @@ async function placeVolume(
       return volume;
     },
     'status',
+    read,
   );
   if (updated === undefined) throw aborted(`volume ${id} was deleted while it was being placed`);
   return updated;

@@ -39,13 +39,13 @@ export async function controllerPublishVolume(
   if (!node) throw invalidArgument('node_id is empty');
   if (!request.volume_capability) throw invalidArgument('volume_capability is missing');
   const { cluster } = deps;
-  const volume = await cluster.getVolume(id);
+  // Independent reads, in parallel: each is a round trip to the API.
+  const [volume, inventory] = await Promise.all([cluster.getVolume(id), nodeInventory(cluster)]);
   if (volume === undefined || volume.metadata.deletionTimestamp)
     throw notFound(`volume ${id} does not exist`);
   const check = validateVolumeCapabilities([request.volume_capability], volume);
   if (!check.confirmed) throw invalidArgument(check.message);
 
-  const inventory = await nodeInventory(cluster);
   const target = inventory.find((n) => n.name === node);
   if (target === undefined)
     throw notFound(
@@ -73,6 +73,7 @@ export async function controllerPublishVolume(
         return fresh;
       },
       'spec',
+      volume,
     );
     context.logger.info({ volume: id, node, engines: [...engines, node] }, 'engine requested');
   }
@@ -184,7 +185,7 @@ async function waitForEngine(
   present: boolean,
 ): Promise<void> {
   const deadline = Date.now() + (deps.engineWaitMs ?? 60_000);
-  const poll = deps.pollMs ?? 100;
+  const poll = deps.pollMs ?? 50;
   for (;;) {
     const volume = await deps.cluster.getVolume(id);
     if (volume === undefined) {
