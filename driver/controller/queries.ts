@@ -2,6 +2,7 @@
 import { aborted, invalidArgument, notFound } from '../csi/errors.js';
 import { type CsiVolumeCapability, type ValidateResult, validateVolumeCapabilities } from './capabilities.js';
 import type { ControllerCluster } from './cluster.js';
+import { nodeInventory } from './inventory.js';
 import {
   type CsiVolume,
   type CsiVolumeCondition,
@@ -44,15 +45,21 @@ export async function listVolumes(
     .filter((v) => v.metadata.name > after && !v.metadata.deletionTimestamp)
     .sort((a, b) => (a.metadata.name < b.metadata.name ? -1 : 1));
   const page = max > 0 ? volumes.slice(0, max) : volumes;
+  const lost = await lostNodes(cluster);
   const last = page.at(-1);
   return {
     entries: page.map((volume) => ({
       volume: csiVolume(volume),
-      status: { published_node_ids: publishedNodes(volume), volume_condition: volumeCondition(volume) },
+      status: { published_node_ids: publishedNodes(volume), volume_condition: volumeCondition(volume, lost) },
     })),
     next_token:
       last !== undefined && page.length < volumes.length ? `${TOKEN_PREFIX}${last.metadata.name}` : '',
   };
+}
+
+/** Nodes whose registration Lease expired. */
+async function lostNodes(cluster: ControllerCluster): Promise<Set<string>> {
+  return new Set((await nodeInventory(cluster)).filter((n) => !n.alive).map((n) => n.name));
 }
 
 export async function controllerGetVolume(
@@ -64,7 +71,10 @@ export async function controllerGetVolume(
   if (volume === undefined) throw notFound(`volume ${request.volume_id} does not exist`);
   return {
     volume: csiVolume(volume),
-    status: { published_node_ids: publishedNodes(volume), volume_condition: volumeCondition(volume) },
+    status: {
+      published_node_ids: publishedNodes(volume),
+      volume_condition: volumeCondition(volume, await lostNodes(cluster)),
+    },
   };
 }
 

@@ -284,13 +284,20 @@ describe('ListVolumes', () => {
     expect(await codeOf(handlers.ListVolumes({ max_entries: -1 }))).toBe('INVALID_ARGUMENT');
   });
 
-  test('entries carry published nodes and the condition', async () => {
-    const { handlers } = setup();
+  test('entries carry published nodes and the condition, which counts replicas on lost nodes', async () => {
+    const { cluster, handlers } = setup();
     await handlers.CreateVolume(rwo(), context());
     await handlers.ControllerPublishVolume(publish('pvc-1', 'n3'), context());
     const entry = await handlers.ControllerGetVolume({ volume_id: 'pvc-1' });
     expect(entry.status.published_node_ids).toEqual(['n3']);
     expect(entry.status.volume_condition).toEqual({ abnormal: false, message: '3 of 3 replicas healthy' });
+    const n2 = cluster.nodes.find((n) => n.node === 'n2');
+    if (n2) n2.renewedAtMs = 0;
+    const lost = await handlers.ControllerGetVolume({ volume_id: 'pvc-1' });
+    expect(lost.status.volume_condition).toEqual({
+      abnormal: true,
+      message: expect.stringMatching(/node n2 \(replica ReadWrite\) stopped renewing its registration/),
+    });
   });
 });
 

@@ -41,8 +41,15 @@ export function publishedNodes(volume: Volume): string[] {
   return (volume.spec.engines ?? []).map((e) => e.node);
 }
 
-/** Abnormal when replicas are missing or failed, or no replica is readable. */
-export function volumeCondition(volume: Volume): CsiVolumeCondition {
+/**
+ * Abnormal when replicas are missing or failed, no replica is readable, or a replica sits on a
+ * node whose data plane stopped renewing its registration (`lostNodes`): its copy is out of reach
+ * even before an engine notices and fences it.
+ */
+export function volumeCondition(
+  volume: Volume,
+  lostNodes: ReadonlySet<string> = new Set(),
+): CsiVolumeCondition {
   const replicas = volume.status?.replicas ?? [];
   const wanted = volume.spec.numberOfReplicas;
   const readable = replicas.filter((r) => r.mode === 'ReadWrite').length;
@@ -55,6 +62,9 @@ export function volumeCondition(volume: Volume): CsiVolumeCondition {
     failed.length > 0 ? `replicas failed on ${failed.join(', ')}` : '',
     rebuilding.length > 0 ? `replicas rebuilding on ${rebuilding.join(', ')}` : '',
     replicas.length < wanted ? `${wanted - replicas.length} of ${wanted} replicas not placed` : '',
+    ...replicas
+      .filter((r) => lostNodes.has(r.node) && r.mode !== 'Failed')
+      .map((r) => `node ${r.node} (replica ${r.mode}) stopped renewing its registration`),
   ].filter(Boolean);
   if (problems.length === 0) return { abnormal: false, message: `${readable} of ${wanted} replicas healthy` };
   return {
