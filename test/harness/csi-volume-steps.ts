@@ -5,7 +5,7 @@
  * volume); tracks the volumes and background processes a test creates so `releaseAll()` can tear
  * down whatever a failed test left.
  */
-import type { ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CustomObjectsApi, type KubeConfig, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 import { GROUP, VERSION, VOLUME_PLURAL } from '../../lib/api/volume.js';
@@ -60,12 +60,13 @@ export class CsiVolumeSteps extends CsiVolumeView {
     return client;
   }
 
-  createRequest(name: string) {
+  /** Two replicas unless `parameters` say otherwise (they are merged over the defaults). */
+  createRequest(name: string, parameters: Record<string, string> = {}) {
     return {
       name,
       capacity_range: { required_bytes: String(this.sizeBytes), limit_bytes: '0' },
       volume_capabilities: [capability('mount')],
-      parameters: { numberOfReplicas: '2' },
+      parameters: { numberOfReplicas: '2', ...parameters },
     };
   }
 
@@ -99,13 +100,39 @@ export class CsiVolumeSteps extends CsiVolumeView {
     };
   }
 
-  async createVolume(name: string): Promise<string> {
+  async createVolume(name: string, parameters: Record<string, string> = {}): Promise<string> {
     this.created.add(name);
     const res = await retrying(() =>
-      this.controller.call<CreateVolumeResponse>('Controller', 'CreateVolume', this.createRequest(name)),
+      this.controller.call<CreateVolumeResponse>(
+        'Controller',
+        'CreateVolume',
+        this.createRequest(name, parameters),
+      ),
     );
     this.created.add(res.volume.volume_id);
     return res.volume.volume_id;
+  }
+
+  /**
+   * Starts a writer in the background (dd, 40 MiB of random data with O_DIRECT, so every write
+   * goes through the engine), tracked until it exits; resolves with its exit code.
+   */
+  startWriter(file: string): Promise<number | null> {
+    const writer = spawn('dd', [
+      'if=/dev/urandom',
+      `of=${file}`,
+      'bs=256K',
+      'count=160',
+      'oflag=direct',
+      'status=none',
+    ]);
+    this.children.add(writer);
+    return new Promise((resolve) =>
+      writer.once('exit', (code) => {
+        this.children.delete(writer);
+        resolve(code);
+      }),
+    );
   }
 
   async publish(id: string, n: StackNode): Promise<void> {

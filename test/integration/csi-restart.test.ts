@@ -10,7 +10,6 @@
  * Volume, Secret, replica directory, credential file, engine socket, loop device, FUSE mount or
  * nbdfuse process of the volume is left.
  */
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -322,16 +321,7 @@ describe('restart safety: controller, data plane and node plugin killed between 
     const epochBefore = (await steps.getVolume(id))?.status?.epoch ?? 0;
 
     // A writer in flight when the data plane dies.
-    const writer = spawn('dd', [
-      'if=/dev/urandom',
-      `of=${join(target, 'inflight.bin')}`,
-      'bs=256K',
-      'count=160',
-      'oflag=direct',
-      'status=none',
-    ]);
-    steps.children.add(writer);
-    const writerDone = new Promise<number | null>((resolve) => writer.once('exit', (code) => resolve(code)));
+    const writerDone = steps.startWriter(join(target, 'inflight.bin'));
     await until(
       'the writer to be under way',
       async () => (await stat(join(target, 'inflight.bin'))).size >= MiB,
@@ -351,7 +341,6 @@ describe('restart safety: controller, data plane and node plugin killed between 
       }),
     ]);
     clearTimeout(timer);
-    steps.children.delete(writer);
     note(`io: writer ended with ${String(code)}\n`);
     expect(code).not.toBe('hung');
 
