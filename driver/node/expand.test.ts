@@ -1,12 +1,10 @@
 import { status } from '@grpc/grpc-js';
 import { silentLogger } from '../../lib/log.js';
 import { blockCapability, mountCapability } from '../../test/harness/csi-requests.js';
-import { type FakeNodeOps, fakeNodeEnv } from '../../test/harness/fake-node-ops.js';
+import { type FakeNodeOps, fakeNodeEnv, stageAndPublish } from '../../test/harness/fake-node-ops.js';
 import { nodeExpandVolume } from './expand.js';
 import { parseDumpe2fs, parseXfsInfo } from './node-ops.js';
-import { nodePublishVolume } from './publish.js';
 import type { NodeEnv } from './requests.js';
-import { nodeStageVolume } from './stage.js';
 
 const ctx = () => ({ logger: silentLogger(), signal: new AbortController().signal });
 const MiB = 1024 * 1024;
@@ -21,23 +19,7 @@ beforeEach(async () => {
 });
 afterEach(() => cleanup());
 
-async function publish(capability = mountCapability('SINGLE_NODE_WRITER')) {
-  await nodeStageVolume(
-    env,
-    { volume_id: 'pvc-1', staging_target_path: '/staging', volume_capability: capability },
-    ctx(),
-  );
-  await nodePublishVolume(
-    env,
-    {
-      volume_id: 'pvc-1',
-      staging_target_path: '/staging',
-      target_path: '/target',
-      volume_capability: capability,
-    },
-    ctx(),
-  );
-}
+const publish = (capability = mountCapability('SINGLE_NODE_WRITER')) => stageAndPublish(env, capability);
 
 const expand = (required: number, path = '/target', volumeId = 'pvc-1') =>
   nodeExpandVolume(

@@ -1,14 +1,12 @@
 import { status } from '@grpc/grpc-js';
 import { silentLogger } from '../../lib/log.js';
 import { blockCapability, mountCapability } from '../../test/harness/csi-requests.js';
-import { type FakeNodeOps, fakeNodeEnv } from '../../test/harness/fake-node-ops.js';
+import { type FakeNodeOps, fakeNodeEnv, stageAndPublish } from '../../test/harness/fake-node-ops.js';
 import type { MountEntry } from './mounts.js';
-import { nodePublishVolume } from './publish.js';
 import type { NodeEnv } from './requests.js';
-import { nodeStageVolume } from './stage.js';
 import { nodeGetVolumeStats } from './stats.js';
 
-const ctx = () => ({ logger: silentLogger(), signal: new AbortController().signal });
+const _ctx = () => ({ logger: silentLogger(), signal: new AbortController().signal });
 const _socket = '/run/engines/pvc-1.sock';
 
 let ops: FakeNodeOps;
@@ -21,24 +19,8 @@ beforeEach(async () => {
 });
 afterEach(() => cleanup());
 
-async function publish(capability = mountCapability('SINGLE_NODE_WRITER'), readonly = false) {
-  await nodeStageVolume(
-    env,
-    { volume_id: 'pvc-1', staging_target_path: '/staging', volume_capability: capability },
-    ctx(),
-  );
-  await nodePublishVolume(
-    env,
-    {
-      volume_id: 'pvc-1',
-      staging_target_path: '/staging',
-      target_path: '/target',
-      volume_capability: capability,
-      readonly,
-    },
-    ctx(),
-  );
-}
+const publish = (capability = mountCapability('SINGLE_NODE_WRITER'), readonly = false) =>
+  stageAndPublish(env, capability, readonly);
 
 describe('NodeGetVolumeStats', () => {
   it('refuses a missing volume_id or volume_path with INVALID_ARGUMENT, a path that does not exist with NOT_FOUND', async () => {

@@ -7,11 +7,15 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { CsiVolumeCapability } from '../../driver/controller/capabilities.js';
 import { FilesystemMismatchError, type FsType } from '../../driver/node/filesystem.js';
 import type { MountEntry } from '../../driver/node/mounts.js';
 import type { DeviceNumber, FsStats, NodeOps, PathKind } from '../../driver/node/node-ops.js';
+import { nodePublishVolume } from '../../driver/node/publish.js';
 import type { NodeEnv } from '../../driver/node/requests.js';
 import { nodeEnv } from '../../driver/node/service.js';
+import { nodeStageVolume } from '../../driver/node/stage.js';
+import { silentLogger } from '../../lib/log.js';
 
 const MiB = 1024 * 1024;
 
@@ -266,4 +270,29 @@ export async function fakeNodeEnv(
     ops,
   });
   return { dir, ops, env, cleanup: () => rm(dir, { recursive: true, force: true }) };
+}
+
+/** Stages pvc-1 at /staging and publishes it at /target, as kubelet does before the calls under test. */
+export async function stageAndPublish(
+  env: NodeEnv,
+  capability: CsiVolumeCapability,
+  readonly = false,
+): Promise<void> {
+  const context = { logger: silentLogger(), signal: new AbortController().signal };
+  await nodeStageVolume(
+    env,
+    { volume_id: 'pvc-1', staging_target_path: '/staging', volume_capability: capability },
+    context,
+  );
+  await nodePublishVolume(
+    env,
+    {
+      volume_id: 'pvc-1',
+      staging_target_path: '/staging',
+      target_path: '/target',
+      volume_capability: capability,
+      readonly,
+    },
+    context,
+  );
 }

@@ -7,6 +7,7 @@ import { fuseLoopPaths, loopDevicesOf } from '../../driver/node/fuse-loop.js';
 import { isMountPoint, mount, readMountInfo, unmount } from '../../driver/node/mounts.js';
 import { run } from '../../lib/exec.js';
 import { type LoopbackDataPlane, startLoopbackDataPlane } from '../harness/dataplane.js';
+import { sha256 } from '../harness/host-inspection.js';
 
 const MiB = 1024 * 1024;
 const SIZE = 64 * MiB;
@@ -47,10 +48,6 @@ describe('attaching a volume on a node (nbdfuse + loop)', () => {
 
   const attach = (socket: string) =>
     attachBlockDevice({ socketPath: socket, exportName: dp.volume, stateDir, volumeId, frontend: 'nbdfuse' });
-
-  async function sha256(file: string): Promise<string> {
-    return (await run('sha256sum', [file])).stdout.split(' ')[0] ?? '';
-  }
 
   it('formats once, keeps the files across an engine takeover, mounts read-only', async () => {
     const first = await startEngine('node-1');
