@@ -11,6 +11,7 @@
 import type { CsiVolumeCapability } from '../controller/capabilities.js';
 import { alreadyExists, failedPrecondition } from '../csi/errors.js';
 import type { RpcContext } from '../csi/rpc.js';
+import type { MountEntry } from './mounts.js';
 import {
   isTandemVolumeId,
   type NodeEnv,
@@ -116,10 +117,10 @@ export async function nodeUnpublishVolume(
 ): Promise<Record<string, never>> {
   const volumeId = requireVolumeId(request.volume_id);
   const targetPath = requireAbsolutePath('target_path', request.target_path);
-  const mounted = (await env.ops.mounts()).some((m) => m.mountPoint === targetPath);
+  const entry = (await env.ops.mounts()).filter((m) => m.mountPoint === targetPath).at(-1);
+  const mounted = entry !== undefined;
   // A read-only block publish bound a loop device of its own; it goes with the bind mount.
-  const bound = mounted ? await env.ops.deviceNumber(targetPath) : undefined;
-  const loop = bound === undefined ? undefined : await readOnlyLoopOf(env, targetPath);
+  const loop = entry === undefined ? undefined : await readOnlyLoopOf(env, entry);
   await env.ops.unmount(targetPath);
   if (loop !== undefined) await env.ops.detachLoop(loop);
   await env.ops.removePath(targetPath);
@@ -127,10 +128,9 @@ export async function nodeUnpublishVolume(
   return {};
 }
 
-/** The read-only loop device (over another block device) bound at `targetPath`, if that is what it is. */
-async function readOnlyLoopOf(env: NodeEnv, targetPath: string): Promise<string | undefined> {
-  const entry = (await env.ops.mounts()).filter((m) => m.mountPoint === targetPath).at(-1);
-  if (entry?.fsType !== 'devtmpfs' || !/^\/loop\d+$/.test(entry.root)) return undefined;
+/** The read-only loop device (over another block device) bound by `entry`, if that is what it is. */
+async function readOnlyLoopOf(env: NodeEnv, entry: MountEntry): Promise<string | undefined> {
+  if (entry.fsType !== 'devtmpfs' || !/^\/loop\d+$/.test(entry.root)) return undefined;
   const loop = `/dev${entry.root}`;
   const info = await env.ops.loopInfo(loop);
   return info?.readOnly && info.backingFile.startsWith('/dev/') ? loop : undefined;
