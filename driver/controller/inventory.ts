@@ -34,6 +34,11 @@ export async function nodeInventory(
   });
 }
 
+/** Nodes whose registration Lease expired (only the Leases are read: cordoning does not matter here). */
+export async function lostNodes(cluster: ControllerCluster, nowMs = Date.now()): Promise<Set<string>> {
+  return new Set((await cluster.listNodes()).filter((r) => !isAlive(r, nowMs)).map((r) => r.node));
+}
+
 export interface GetCapacityRequest {
   volume_capabilities?: unknown[] | null;
   parameters?: Record<string, string> | null;

@@ -7,9 +7,9 @@
 import type { Volume } from '../../lib/api/volume.js';
 import { failedPrecondition, invalidArgument, notFound, unavailable } from '../csi/errors.js';
 import type { RpcContext } from '../csi/rpc.js';
+import { isAlive } from '../dataplane/node-registration.js';
 import { type CsiVolumeCapability, validateVolumeCapabilities } from './capabilities.js';
 import { type ControllerCluster, updateVolume } from './cluster.js';
-import { nodeInventory } from './inventory.js';
 import { checkMigrationPods } from './pod-identity.js';
 
 export interface PublishDeps {
@@ -40,13 +40,13 @@ export async function controllerPublishVolume(
   if (!request.volume_capability) throw invalidArgument('volume_capability is missing');
   const { cluster } = deps;
   // Independent reads, in parallel: each is a round trip to the API.
-  const [volume, inventory] = await Promise.all([cluster.getVolume(id), nodeInventory(cluster)]);
+  const [volume, registrations] = await Promise.all([cluster.getVolume(id), cluster.listNodes()]);
   if (volume === undefined || volume.metadata.deletionTimestamp)
     throw notFound(`volume ${id} does not exist`);
   const check = validateVolumeCapabilities([request.volume_capability], volume);
   if (!check.confirmed) throw invalidArgument(check.message);
 
-  const target = inventory.find((n) => n.name === node);
+  const target = registrations.find((r) => r.node === node);
   if (target === undefined)
     throw notFound(
       `node ${node} runs no Tandem data plane (no registration Lease); is tandem-dataplane scheduled there?`,
@@ -54,7 +54,7 @@ export async function controllerPublishVolume(
 
   const engines = (volume.spec.engines ?? []).map((e) => e.node);
   if (!engines.includes(node)) {
-    if (!target.alive)
+    if (!isAlive(target))
       throw unavailable(
         `the data plane on node ${node} has stopped renewing its registration; cannot start an engine there`,
       );
@@ -153,9 +153,8 @@ async function waitForEngineGone(
   node: string,
   context: RpcContext,
 ): Promise<void> {
-  const inventory = await nodeInventory(deps.cluster);
-  const record = inventory.find((n) => n.name === node);
-  if (record?.alive) {
+  const record = (await deps.cluster.listNodes()).find((r) => r.node === node);
+  if (record !== undefined && isAlive(record)) {
     await waitForEngine(deps, id, node, context.signal, false);
     return;
   }

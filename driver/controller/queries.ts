@@ -2,7 +2,7 @@
 import { aborted, invalidArgument, notFound } from '../csi/errors.js';
 import { type CsiVolumeCapability, type ValidateResult, validateVolumeCapabilities } from './capabilities.js';
 import type { ControllerCluster } from './cluster.js';
-import { nodeInventory } from './inventory.js';
+import { lostNodes } from './inventory.js';
 import {
   type CsiVolume,
   type CsiVolumeCondition,
@@ -55,11 +55,6 @@ export async function listVolumes(
     next_token:
       last !== undefined && page.length < volumes.length ? `${TOKEN_PREFIX}${last.metadata.name}` : '',
   };
-}
-
-/** Nodes whose registration Lease expired. */
-async function lostNodes(cluster: ControllerCluster): Promise<Set<string>> {
-  return new Set((await nodeInventory(cluster)).filter((n) => !n.alive).map((n) => n.name));
 }
 
 export async function controllerGetVolume(

@@ -8,7 +8,7 @@ import type { V1ObjectReference } from '@kubernetes/client-node';
 import { API_VERSION, VOLUME_KIND, type Volume } from '../../lib/api/volume.js';
 import type { EventSubject, EventType } from '../../lib/kube/events.js';
 import type { ControllerCluster } from './cluster.js';
-import { nodeInventory } from './inventory.js';
+import { lostNodes } from './inventory.js';
 
 export const PVC_NAME_ANNOTATION = 'tandem.dev/pvc-name';
 export const PVC_NAMESPACE_ANNOTATION = 'tandem.dev/pvc-namespace';
@@ -78,8 +78,7 @@ export class LostNodeReporter {
   ) {}
 
   async check(volumes: readonly Volume[], nowMs = Date.now()): Promise<void> {
-    const inventory = await nodeInventory(this.cluster, nowMs);
-    const lost = new Set(inventory.filter((n) => !n.alive).map((n) => n.name));
+    const lost = await lostNodes(this.cluster, nowMs);
     const current = new Set<string>();
     for (const volume of volumes) {
       for (const replica of volume.status?.replicas ?? []) {
