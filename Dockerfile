@@ -13,13 +13,9 @@ RUN go build -trimpath -ldflags="-s -w" -o /out/tandem-fsutil .
 FROM node:22-bookworm-slim AS build
 WORKDIR /src
 COPY package.json package-lock.json ./
-# npm install, not npm ci: the lock file cannot list the per-platform optional
-# packages the project's registry does not serve (see scripts/setup.sh), and
-# npm ci refuses such a lock file. With the lock present, npm install installs
-# exactly the locked versions; the check fails the build if it changed the lock.
-RUN cp package-lock.json /tmp/lock.before \
- && npm install --no-audit --no-fund \
- && cmp -s package-lock.json /tmp/lock.before
+# npm ci: exactly the locked versions; the lock lists every platform's
+# optional packages, so it installs the same on any build host.
+RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 COPY lib ./lib
 COPY cli ./cli

@@ -28,22 +28,19 @@ fi
 phase "Node.js and npm packages"
 node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
 [ "$node_major" -ge 20 ] || { echo "setup: Node.js >= 20 is required (found: $(node --version 2>/dev/null || echo none))" >&2; exit 1; }
-# npm writes node_modules/.package-lock.json on every install; when it is
-# newer than package-lock.json, node_modules matches the lock file.
-# `npm install` rather than `npm ci`: the registry these machines reach has no
-# metadata for some per-platform optional packages (other OSes' builds of
-# @swc/core and of jest's resolver), so the lock file cannot list them and
-# `npm ci` refuses it. `npm install` installs exactly the locked versions; the
-# check after it fails the run if it changed the lock file.
-if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  lock_before=$(sha256sum package-lock.json)
-  npm install --no-audit --no-fund
-  if [ "$(sha256sum package-lock.json)" != "$lock_before" ]; then
-    echo "setup: npm install changed package-lock.json; run npm install and commit the lock file" >&2
-    exit 1
-  fi
+# `npm ci`: exactly what package-lock.json says, nothing resolved anew, and a
+# refusal if the lock and package.json disagree. The lock lists every
+# platform's optional builds (swc, esbuild, biome, jest's resolver), so it is
+# the same on every machine. A stamp written after a successful install (the
+# hash of package.json and the lock, and the Node version the install scripts
+# ran under) skips it on a warm machine; any change installs again.
+stamp=node_modules/.tandem-installed
+want="$(cat package.json package-lock.json | sha256sum | cut -d' ' -f1) node-$(node --version)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  npm ci --no-audit --no-fund
+  echo "$want" >"$stamp"
 else
-  echo "node_modules up to date" >&2
+  echo "node_modules matches package-lock.json" >&2
 fi
 
 phase "Go-built tools"
