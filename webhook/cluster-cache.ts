@@ -13,6 +13,7 @@ import {
 import type { Volume } from '../lib/api/volume.js';
 import { type Cache, keepWatching } from '../lib/kube/informer.js';
 import { VolumeClient } from '../lib/kube/volumes.js';
+import { APP_LABEL } from '../lib/kubevirt/vocabulary.js';
 import { type Logger, silentLogger } from '../lib/log.js';
 import type { ClusterView } from './cluster-view.js';
 
@@ -23,7 +24,7 @@ import type { ClusterView } from './cluster-view.js';
  * the label that uses a migratable volume is refused at its own admission,
  * and the driver checks again when the volume is published.
  */
-export const POD_CACHE_SELECTOR = 'kubevirt.io';
+export const POD_CACHE_SELECTOR = APP_LABEL;
 
 /**
  * ClusterView over informer caches, so an admission request costs no API

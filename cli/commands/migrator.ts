@@ -1,12 +1,48 @@
-import { Command } from '@commander-js/extra-typings';
+import { Command, Option } from '@commander-js/extra-typings';
+import { CREDENTIAL_NAMESPACE } from '../../driver/dataplane/credentials.js';
+import { durationIn } from '../../lib/config.js';
+import { runMigrator } from '../../migrator/run.js';
 import { kubeconfigOption, logLevelOption, metricsAddressOption } from '../options.js';
-import { notYetAvailable } from './not-yet.js';
 
 export function migratorCommand() {
   return new Command('migrator')
-    .description('live-migration state machine: second engine on the target, then confirm or roll back')
+    .description(
+      'live-migration state machine (leader-elected by a Lease): confirms or rolls back every migration of a migratable volume from what KubeVirt does, fences the losing engine, measures every migration',
+    )
     .addOption(kubeconfigOption())
-    .addOption(metricsAddressOption('0.0.0.0:9504'))
+    .addOption(
+      new Option('--namespace <ns>', "Tandem's namespace: credential Secrets, node Leases, the leader Lease")
+        .default(CREDENTIAL_NAMESPACE)
+        .env('POD_NAMESPACE'),
+    )
+    .addOption(
+      new Option(
+        '--migration-timeout <duration>',
+        'a migration whose target pod never runs (or whose target engine never serves) for this long is rolled back',
+      )
+        .argParser(durationIn(10_000, 3_600_000))
+        .default(300_000, '5m')
+        .env('TANDEM_MIGRATION_TIMEOUT'),
+    )
+    .addOption(
+      new Option(
+        '--resync-interval <duration>',
+        'how often every volume with a migration is looked at again even without a change (timeouts, lost nodes)',
+      )
+        .argParser(durationIn(500, 600_000))
+        .default(5_000, '5s')
+        .env('TANDEM_MIGRATOR_RESYNC'),
+    )
+    .addOption(metricsAddressOption('0.0.0.0:9505'))
     .addOption(logLevelOption())
-    .action(notYetAvailable('migrator'));
+    .action(async (options) => {
+      process.exitCode = await runMigrator({
+        kubeconfig: options.kubeconfig,
+        namespace: options.namespace,
+        migrationTimeoutMs: options.migrationTimeout,
+        resyncIntervalMs: options.resyncInterval,
+        metricsAddress: options.metricsAddress,
+        logLevel: options.logLevel,
+      });
+    });
 }

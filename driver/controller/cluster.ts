@@ -14,6 +14,7 @@ import {
 } from '@kubernetes/client-node';
 import type { Volume } from '../../lib/api/volume.js';
 import { VolumeClient } from '../../lib/kube/volumes.js';
+import { podFinished } from '../../lib/kubevirt/vocabulary.js';
 import { aborted, CsiError, unavailable } from '../csi/errors.js';
 import { CREDENTIAL_KEY, credentialSecretName } from '../dataplane/credentials.js';
 import { NODE_LABEL, type NodeRegistrationRecord, parseNodeLease } from '../dataplane/node-registration.js';
@@ -22,9 +23,18 @@ import { NODE_LABEL, type NodeRegistrationRecord, parseNodeLease } from '../data
 export interface PodUse {
   namespace: string;
   name: string;
+  uid?: string;
   node: string | undefined;
   labels: Record<string, string>;
   ownerKinds: string[];
+  /** The owner reference marked controller; a hotplug pod's names its virt-launcher pod. */
+  controller?: { kind: string; name: string; uid?: string };
+  /**
+   * The pod `controller` names, when it is a Pod that exists. Resolved by podsUsingVolume because
+   * a hotplug pod's launcher does not itself mount the hotplugged claim, so it is not among the
+   * users, and the check stays synchronous.
+   */
+  controllerPod?: PodUse;
 }
 
 export interface ControllerCluster {
@@ -227,7 +237,15 @@ export class KubeControllerCluster implements ControllerCluster {
     const pods = await call(`listing pods in ${namespace}`, () =>
       this.#core.listNamespacedPod({ namespace }),
     );
-    return pods.items.filter((pod) => usesClaim(pod, claim.name as string) && !finished(pod)).map(podUse);
+    const byName = new Map(pods.items.map((pod) => [pod.metadata?.name ?? '', pod]));
+    return pods.items
+      .filter((pod) => usesClaim(pod, claim.name as string) && !podFinished(pod.status?.phase))
+      .map((pod) => {
+        const use = podUse(pod);
+        // Owner references are namespaced, so the listing above already holds the owner if it exists.
+        const owner = use.controller?.kind === 'Pod' ? byName.get(use.controller.name) : undefined;
+        return owner ? { ...use, controllerPod: podUse(owner) } : use;
+      });
   }
 }
 
@@ -235,16 +253,16 @@ function usesClaim(pod: V1Pod, claim: string): boolean {
   return (pod.spec?.volumes ?? []).some((v) => v.persistentVolumeClaim?.claimName === claim);
 }
 
-function finished(pod: V1Pod): boolean {
-  return pod.status?.phase === 'Succeeded' || pod.status?.phase === 'Failed';
-}
-
 function podUse(pod: V1Pod): PodUse {
+  const refs = pod.metadata?.ownerReferences ?? [];
+  const controller = refs.find((o) => o.controller === true);
   return {
     namespace: pod.metadata?.namespace ?? '',
     name: pod.metadata?.name ?? '',
+    uid: pod.metadata?.uid,
     node: pod.spec?.nodeName,
     labels: pod.metadata?.labels ?? {},
-    ownerKinds: (pod.metadata?.ownerReferences ?? []).map((o) => o.kind),
+    ownerKinds: refs.map((o) => o.kind),
+    ...(controller && { controller: { kind: controller.kind, name: controller.name, uid: controller.uid } }),
   };
 }

@@ -4,12 +4,18 @@
  * registers itself in `status.engines`. Publish returns once that engine serves, unpublish once
  * it is gone, so a VolumeAttachment is attached exactly when I/O can flow.
  */
-import type { Volume } from '../../lib/api/volume.js';
+import type { MigrationRecord, Volume } from '../../lib/api/volume.js';
 import { failedPrecondition, invalidArgument, notFound, unavailable } from '../csi/errors.js';
 import type { RpcContext } from '../csi/rpc.js';
 import { isAlive } from '../dataplane/node-registration.js';
 import { type CsiVolumeCapability, validateVolumeCapabilities } from './capabilities.js';
 import { type ControllerCluster, updateVolume } from './cluster.js';
+import {
+  checkMigrationGuard,
+  decideOnUnpublish,
+  migrationRecordFor,
+  startMigrationRecord,
+} from './migration-record.js';
 import { checkMigrationPods } from './pod-identity.js';
 
 export interface PublishDeps {
@@ -53,12 +59,16 @@ export async function controllerPublishVolume(
     );
 
   const engines = (volume.spec.engines ?? []).map((e) => e.node);
+  checkMigrationGuard(volume, node);
   if (!engines.includes(node)) {
     if (!isAlive(target))
       throw unavailable(
         `the data plane on node ${node} has stopped renewing its registration; cannot start an engine there`,
       );
-    await admitNewEngine(deps, volume, node, engines);
+    const record = await admitNewEngine(deps, volume, node, engines);
+    // The record is written before the engine is asked for, so a migration never runs unrecorded;
+    // a record whose target never got its engine ends by the migrator's timeout.
+    if (record !== undefined) await startMigrationRecord(cluster, id, record, context);
     await updateVolume(
       cluster,
       id,
@@ -87,15 +97,16 @@ async function admitNewEngine(
   volume: Volume,
   node: string,
   engines: string[],
-): Promise<void> {
+): Promise<MigrationRecord | undefined> {
   const id = volume.metadata.name;
-  if (engines.length === 0) return;
+  if (engines.length === 0) return undefined;
   if (!volume.spec.migratable) throw failedPrecondition(publishedElsewhere(id, engines, volume));
   if (engines.length >= MAX_ENGINES) throw failedPrecondition(tooManyEngines(id, engines));
   // Defence in depth behind the webhook: only the pods of one VM may make a second engine.
   const pods = await deps.cluster.podsUsingVolume(id);
   const problem = checkMigrationPods(pods, [...engines, node]);
   if (problem) throw failedPrecondition(`volume ${id}: ${problem}`);
+  return migrationRecordFor(engines[0] as string, node, pods ?? []);
 }
 
 function publishedElsewhere(id: string, engines: string[], volume: Volume): string {
@@ -124,6 +135,7 @@ export async function controllerUnpublishVolume(
   const wanted = (volume.spec.engines ?? []).map((e) => e.node);
   // An empty node_id means every node (CSI: the CO does not know where it is published).
   const leaving = node ? [node] : wanted;
+  if (node && wanted.includes(node)) await decideOnUnpublish(cluster, id, node, context);
   if (leaving.some((n) => wanted.includes(n))) {
     await updateVolume(
       cluster,

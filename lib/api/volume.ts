@@ -50,12 +50,56 @@ export interface EngineStatus {
   id: string;
 }
 
+/**
+ * The phases of a live migration's record. `Started`: the second engine was requested (written by
+ * ControllerPublishVolume before it asks for the engine); `TargetReady`: the target engine serves;
+ * `Confirming` / `RollingBack`: a decision is taken and being carried out (the loser's engine
+ * removed and fenced); the record then moves to `lastMigration` with `Confirmed`, `RolledBack` or
+ * `Resolved` (both engines gone: the VM went away).
+ */
+export type MigrationPhase =
+  | 'Started'
+  | 'TargetReady'
+  | 'Confirming'
+  | 'RollingBack'
+  | 'Confirmed'
+  | 'RolledBack'
+  | 'Resolved';
+export const ACTIVE_MIGRATION_PHASES: readonly MigrationPhase[] = [
+  'Started',
+  'TargetReady',
+  'Confirming',
+  'RollingBack',
+];
+
+/** confirm: the target stays; rollback: the source stays; detach: neither (the VM is gone). */
+export type MigrationDecision = 'Confirm' | 'Rollback' | 'Detach';
+
 export interface MigrationRecord {
   source: string;
   target: string;
   vmiUID?: string;
   vmName?: string;
+  /** Namespace of the VM's pods and of the VMI. */
+  vmNamespace?: string;
+  /** The VirtualMachineInstanceMigration, when KubeVirt's CRDs exist and it was seen. */
+  vmimName?: string;
+  phase?: MigrationPhase;
   startedAt?: string;
+  targetReadyAt?: string;
+  decision?: MigrationDecision;
+  /** CamelCase, e.g. SourcePodTerminated, MigrationFailed, TargetNodeLost, Timeout. */
+  reason?: string;
+  /** What the decision was derived from, in words (pods, phases, migrationState). */
+  evidence?: string;
+  /** When the evidence that decided was first seen by the component that decided. */
+  observedAt?: string;
+  decidedAt?: string;
+  /** Who decided: `migrator` or `controller` (an unpublish that came first). */
+  decidedBy?: string;
+  /** The epoch that fences the loser; set when the decision is carried out. */
+  fenceEpoch?: number;
+  endedAt?: string;
 }
 
 export interface Condition {
@@ -77,7 +121,10 @@ export interface VolumeStatus {
   replicas?: ReplicaStatus[];
   /** At most two, and two only during a live migration. */
   engines?: EngineStatus[];
+  /** The migration in progress (Started … RollingBack); absent otherwise. */
   migration?: MigrationRecord;
+  /** The last migration that ended, with its decision (Confirmed, RolledBack, Resolved). */
+  lastMigration?: MigrationRecord;
   conditions?: Condition[];
 }
 

@@ -9,7 +9,8 @@ export type ToolName =
   | 'csi-sanity'
   | 'csi-provisioner'
   | 'csi-attacher'
-  | 'csi-resizer';
+  | 'csi-resizer'
+  | 'promtool';
 
 /** Where test/tools/build.sh links the Go-built tools (override: TANDEM_BIN_DIR). */
 export function toolsBinDir(): string {

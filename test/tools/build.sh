@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the real Kubernetes and CSI tools the tests run against, from the Go
+# Builds the real Kubernetes, CSI and Prometheus tools the tests run against, from the Go
 # wrapper modules beside this script (pinned versions, committed go.sum).
 #
 # Each binary lands in a content-addressed cache outside the work tree
@@ -23,6 +23,8 @@ export GOFLAGS=-mod=readonly
 # (building from modules skips the projects' release scripts, which set them).
 # @VERSION@, @MAJOR@ and @MINOR@ become the version of the package's module as
 # pinned in the wrapper's go.mod, so a bump there is the only edit needed.
+# @RELEASE@ is the release that version stands for: Prometheus 3.x tags its Go
+# module v0.3xx.y for release 3.xx.y (v0.316.0 is 3.16.0); other modules keep it as is.
 k8s_stamp="-X k8s.io/component-base/version.gitVersion=@VERSION@ -X k8s.io/component-base/version.gitMajor=@MAJOR@ -X k8s.io/component-base/version.gitMinor=@MINOR@ -X k8s.io/component-base/version.gitTreeState=clean"
 tools=(
   "etcd|etcd|go.etcd.io/etcd/server/v3|"
@@ -32,6 +34,7 @@ tools=(
   "csi-provisioner|csi-provisioner|github.com/kubernetes-csi/external-provisioner/v6/cmd/csi-provisioner|-X main.version=@VERSION@"
   "csi-attacher|csi-attacher|github.com/kubernetes-csi/external-attacher/v4/cmd/csi-attacher|-X main.version=@VERSION@"
   "csi-resizer|csi-resizer|github.com/kubernetes-csi/external-resizer/v2/cmd/csi-resizer|-X main.version=@VERSION@"
+  "promtool|promtool|github.com/prometheus/prometheus/cmd/promtool|-X github.com/prometheus/common/version.Version=@RELEASE@ -X github.com/prometheus/common/version.Branch=HEAD"
 )
 
 command -v go >/dev/null || { echo "build.sh: Go is not installed (need Go >= 1.25)" >&2; exit 1; }
@@ -55,7 +58,12 @@ for entry in "${tools[@]}"; do
   version=$(cd "$here/$dir" && go list -m -f '{{.Version}}' "$(go list -f '{{.Module.Path}}' "$pkg")")
   major=${version#v}; major=${major%%.*}
   minor=${version#v*.}; minor=${minor%%.*}
+  release=$version
+  if [[ $pkg == github.com/prometheus/prometheus/* && $version =~ ^v0\.([1-9][0-9]*)([0-9]{2})\.([0-9]+)$ ]]; then
+    release="${BASH_REMATCH[1]}.$((10#${BASH_REMATCH[2]})).${BASH_REMATCH[3]}"
+  fi
   stamp=${stamp//@VERSION@/$version}; stamp=${stamp//@MAJOR@/$major}; stamp=${stamp//@MINOR@/$minor}
+  stamp=${stamp//@RELEASE@/$release}
   is_wanted "$name" || continue
   key=$( { echo "$go_version $pkg $stamp"; cat "$here/$dir/go.mod" "$here/$dir/go.sum"; } | sha256sum | cut -c1-16)
   out="$cache/$name-$key/$name"

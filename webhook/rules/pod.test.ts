@@ -42,6 +42,8 @@ const hotplugLabels = (vm: string, vmiUid?: string): Record<string, string> => (
   ...launcherLabels(vm, vmiUid),
   'kubevirt.io': 'hotplug-disk',
 });
+/** What KubeVirt puts on a hotplug attachment pod: its role, no VM labels. */
+const bareHotplugLabels = { 'kubevirt.io': 'hotplug-disk' };
 const controlledBy = (name: string, kind = 'Pod', uid = `uid-${name}`): V1OwnerReference[] => [
   { apiVersion: 'v1', kind, name, uid, controller: true },
 ];
@@ -159,6 +161,17 @@ describe('validatePod', () => {
         'a hotplug pod without a VMI UID, same VM name',
         hotplug(hotplugLabels('vm1'), controlledBy('virt-launcher-vm1-a')),
       ],
+      [
+        'a hotplug pod with no VM labels, as KubeVirt renders it, of a launcher of the VM',
+        hotplug(bareHotplugLabels, controlledBy('virt-launcher-vm1-a')),
+      ],
+      [
+        'a hotplug pod with only its launcher’s VMI UID',
+        hotplug(
+          { ...bareHotplugLabels, 'kubevirt.io/created-by': 'vmi-1' },
+          controlledBy('virt-launcher-vm1-a'),
+        ),
+      ],
     ])('allows %s', async (_, object) => {
       expect(await admit(object, [owner])).toEqual({ allowed: true });
     });
@@ -183,6 +196,29 @@ describe('validatePod', () => {
         'a hotplug pod without owner',
         hotplug(hotplugLabels('vm1', 'vmi-1')),
         'without a controller owner reference',
+      ],
+      [
+        'a hotplug pod with no VM labels and no owner',
+        hotplug(bareHotplugLabels),
+        'without a controller owner reference',
+      ],
+      [
+        'a hotplug pod with no VM labels whose owner is gone',
+        hotplug(bareHotplugLabels, controlledBy('virt-launcher-gone')),
+        'its controller pod virt-launcher-gone does not exist',
+      ],
+      [
+        'a hotplug pod with no VM labels owned by a launcher without a VM name',
+        hotplug(bareHotplugLabels, controlledBy('virt-launcher-anonymous')),
+        'its controller pod virt-launcher-anonymous has no label vm.kubevirt.io/name',
+      ],
+      [
+        'a hotplug pod whose VMI UID label contradicts its owner',
+        hotplug(
+          { ...bareHotplugLabels, 'kubevirt.io/created-by': 'vmi-2' },
+          controlledBy('virt-launcher-vm1-a'),
+        ),
+        'belongs to VM vm1 (VMI UID vmi-1), it to the VM of VMI UID vmi-2',
       ],
       [
         'a hotplug pod with only a non-controller owner',
@@ -229,7 +265,8 @@ describe('validatePod', () => {
       ],
     ])('forbids a pod with %s (403)', async (_, object, problem) => {
       const hotplugOwner = pod('hp-other', { labels: hotplugLabels('vm1', 'vmi-1') });
-      const verdict = await admit(object, [owner, hotplugOwner]);
+      const anonymous = pod('virt-launcher-anonymous', { labels: { 'kubevirt.io': 'virt-launcher' } });
+      const verdict = await admit(object, [owner, hotplugOwner, anonymous]);
       expectForbidden(
         verdict,
         `pod ${object.metadata?.name} may not use claim ${DISK}`,
@@ -303,6 +340,57 @@ describe('validatePod', () => {
         'Rule migratable-volume-one-vm',
         `Allowed: a pod of ${otherVm}, or this pod once ${other.metadata?.name} has terminated`,
       );
+    });
+
+    describe('hotplug pods, which KubeVirt gives no VM labels', () => {
+      // Launchers own the hotplug pods; the hotplug claim is in the hotplug pods' volumes only.
+      const launcherA = launcher('virt-launcher-vm1-a', 'vm1', 'vmi-1', { claims: [] });
+      const launcherB = launcher('virt-launcher-vm1-b', 'vm1', 'vmi-1', { claims: [] });
+      const launcherVm2 = launcher('virt-launcher-vm2-a', 'vm2', 'vmi-2', { claims: [] });
+      const bareHotplug = (name: string, owner: string) =>
+        pod(name, { labels: bareHotplugLabels, claims: [DISK], ownerReferences: controlledBy(owner) });
+
+      it('allows the target hotplug pod of a migration next to the source one', async () => {
+        const existing = [launcherA, launcherB, bareHotplug('hp-disk-a', 'virt-launcher-vm1-a')];
+        expect(await admit(bareHotplug('hp-disk-b', 'virt-launcher-vm1-b'), existing)).toEqual({
+          allowed: true,
+        });
+      });
+
+      it('allows a launcher of the VM when a hotplug pod of the VM uses the claim', async () => {
+        const existing = [launcherA, bareHotplug('hp-disk-a', 'virt-launcher-vm1-a')];
+        expect(await admit(target, existing)).toEqual({ allowed: true });
+      });
+
+      it('forbids a hotplug pod of another VM’s launcher while this VM uses the claim (403)', async () => {
+        const existing = [launcherVm2, launcher('virt-launcher-vm1-a', 'vm1', 'vmi-1')];
+        const verdict = await admit(bareHotplug('hp-disk-vm2', 'virt-launcher-vm2-a'), existing);
+        expectForbidden(
+          verdict,
+          'pod hp-disk-vm2 of VM vm2 (VMI UID vmi-2) may not use claim disk',
+          'pod virt-launcher-vm1-a of VM vm1 (VMI UID vmi-1) already uses it',
+          'Rule migratable-volume-one-vm',
+        );
+      });
+
+      it('forbids a launcher when another VM’s hotplug pod uses the claim (403)', async () => {
+        const existing = [launcherVm2, bareHotplug('hp-disk-vm2', 'virt-launcher-vm2-a')];
+        const verdict = await admit(target, existing);
+        expectForbidden(
+          verdict,
+          'pod hp-disk-vm2 of VM vm2 (VMI UID vmi-2) already uses it',
+          'Rule migratable-volume-one-vm',
+        );
+      });
+
+      it('counts a hotplug pod whose owner cannot be resolved as a pod of no VM (403)', async () => {
+        const verdict = await admit(target, [bareHotplug('hp-disk-orphan', 'virt-launcher-gone')]);
+        expectForbidden(
+          verdict,
+          'pod hp-disk-orphan of no VM (its controller pod virt-launcher-gone does not exist) already uses it',
+          'Rule migratable-volume-one-vm',
+        );
+      });
     });
 
     it('forbids a third pod of the same VM (403)', async () => {

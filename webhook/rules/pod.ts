@@ -1,4 +1,16 @@
 import type { V1Pod } from '@kubernetes/client-node';
+import {
+  APP_LABEL,
+  CREATED_BY_LABEL,
+  HOTPLUG_ROLE,
+  LAUNCHER_ROLE,
+  MAX_VM_PODS,
+  podFinished,
+  sameVm,
+  VM_NAME_LABEL,
+  vmPodLabels,
+  vmRef,
+} from '../../lib/kubevirt/vocabulary.js';
 import { type AdmissionRequest, allow, forbidden, invalid, isRecord, type Verdict } from '../admission.js';
 import type { ClusterView } from '../cluster-view.js';
 import { classifyClaim, isMigratableTandem } from './tandem-claim.js';
@@ -10,13 +22,6 @@ import { classifyClaim, isMigratableTandem } from './tandem-claim.js';
  * to the target virt-launcher pod of one live migration with one writer at a
  * time. Any other pod opening it would be a second, uncoordinated writer.
  */
-
-const VM_NAME = 'vm.kubevirt.io/name';
-const CREATED_BY = 'kubevirt.io/created-by';
-const ROLE = 'kubevirt.io';
-const LAUNCHER = 'virt-launcher';
-const HOTPLUG = 'hotplug-disk';
-const MAX_PODS = 2;
 
 const RULE_OWNER = 'migratable-volume-pod-identity';
 const RULE_ONE_VM = 'migratable-volume-one-vm';
@@ -52,44 +57,55 @@ export async function validatePod(request: AdmissionRequest, view: ClusterView):
     // needs no guard here; the driver checks pod identity again in
     // ControllerPublishVolume, which also covers claims created after the pod.
     if (!isMigratableTandem(claimClass)) continue;
-    const refusal =
-      (await checkIdentity(pod, namespace, claimName, view)) ??
-      (await checkOtherUsers(pod, namespace, claimName, view));
+    const identity = await checkIdentity(pod, namespace, claimName, view);
+    if ('refusal' in identity) return identity.refusal;
+    const refusal = await checkOtherUsers(pod, identity.vm, namespace, claimName, view);
     if (refusal) return refusal;
   }
   return allow();
 }
 
-/** The pod must be a virt-launcher pod, or a hotplug pod controlled by one, of a named VM. */
+/**
+ * The pod must be a virt-launcher pod, or a hotplug pod controlled by one, of a named VM; returns
+ * the labels naming that VM.
+ */
 async function checkIdentity(
   pod: PodFacts,
   namespace: string,
   claimName: string,
   view: ClusterView,
-): Promise<Verdict | undefined> {
-  const problem = await identityProblem(pod, namespace, view);
-  if (!problem) return undefined;
-  return forbidden(
-    `pod ${podRef(pod)} may not use claim ${claimName}: ${problem}. Rule ${RULE_OWNER}: a claim bound to a ` +
+): Promise<{ vm: Record<string, string> } | { refusal: Verdict }> {
+  const vm = await vmOf(pod, namespace, view);
+  if (typeof vm !== 'string') return { vm };
+  const refusal = forbidden(
+    `pod ${podRef(pod)} may not use claim ${claimName}: ${vm}. Rule ${RULE_OWNER}: a claim bound to a ` +
       `migratable Tandem volume may only be opened by the pods of one KubeVirt VM. Allowed: a pod labelled ` +
-      `${ROLE}=${LAUNCHER} and ${VM_NAME}=<vm>, or a pod labelled ${ROLE}=${HOTPLUG} and ${VM_NAME}=<vm> ` +
-      `whose controller owner reference names a ${LAUNCHER} pod of the same VM`,
+      `${APP_LABEL}=${LAUNCHER_ROLE} and ${VM_NAME_LABEL}=<vm>, or a pod labelled ${APP_LABEL}=${HOTPLUG_ROLE} ` +
+      `whose controller owner reference names a ${LAUNCHER_ROLE} pod of the VM (and whose own ` +
+      `${CREATED_BY_LABEL} and ${VM_NAME_LABEL} labels, if any, name that VM)`,
   );
+  return { refusal };
 }
 
-async function identityProblem(
+/**
+ * The labels naming the pod's VM, or why it belongs to none: its own for a launcher, its
+ * controller launcher's for a hotplug pod. KubeVirt labels a hotplug pod with its role only
+ * (`kubevirt.io=hotplug-disk`); the VM is known through its controller owner reference. The
+ * driver checks the same (driver/controller/pod-identity.ts).
+ */
+async function vmOf(
   pod: PodFacts,
   namespace: string,
   view: ClusterView,
-): Promise<string | undefined> {
-  if (!pod.labels[VM_NAME]) return `it has no label ${VM_NAME}`;
-  const role = pod.labels[ROLE];
-  if (role === LAUNCHER) return undefined;
-  if (role !== HOTPLUG) {
-    return role === undefined ? `it has no label ${ROLE}` : `its label ${ROLE} is "${role}"`;
+): Promise<Record<string, string> | string> {
+  const role = pod.labels[APP_LABEL];
+  if (role !== HOTPLUG_ROLE && !pod.labels[VM_NAME_LABEL]) return `it has no label ${VM_NAME_LABEL}`;
+  if (role === LAUNCHER_ROLE) return pod.labels;
+  if (role !== HOTPLUG_ROLE) {
+    return role === undefined ? `it has no label ${APP_LABEL}` : `its label ${APP_LABEL} is "${role}"`;
   }
   const owner = pod.controller;
-  if (!owner) return `it is a ${HOTPLUG} pod without a controller owner reference`;
+  if (!owner) return `it is a ${HOTPLUG_ROLE} pod without a controller owner reference`;
   if (owner.kind !== 'Pod') return `its controller is ${owner.kind ?? 'an object'} ${owner.name}, not a pod`;
   const ownerPod = await view.pod(namespace, owner.name);
   if (!ownerPod) return `its controller pod ${owner.name} does not exist`;
@@ -98,69 +114,76 @@ async function identityProblem(
   if (owner.uid && ownerFacts.uid && owner.uid !== ownerFacts.uid) {
     return `its controller reference names pod ${owner.name} with UID ${owner.uid}, but that pod now has UID ${ownerFacts.uid}`;
   }
-  if (ownerFacts.labels[ROLE] !== LAUNCHER) {
-    return `its controller pod ${owner.name} is not a ${LAUNCHER} pod`;
+  if (ownerFacts.labels[APP_LABEL] !== LAUNCHER_ROLE) {
+    return `its controller pod ${owner.name} is not a ${LAUNCHER_ROLE} pod`;
   }
-  if (!sameVm(pod, ownerFacts)) {
-    return `its controller pod ${owner.name} belongs to ${vmRef(ownerFacts)}, it to ${vmRef(pod)}`;
+  if (!ownerFacts.labels[VM_NAME_LABEL]) {
+    return `its controller pod ${owner.name} has no label ${VM_NAME_LABEL}`;
   }
-  return undefined;
+  // VM labels of its own, when it has any, must name the launcher's VM.
+  const own = vmPodLabels(pod.labels);
+  if ((own.vmName || own.vmiUid) && !sameVm(pod.labels, ownerFacts.labels)) {
+    return `its controller pod ${owner.name} belongs to ${vmRef(ownerFacts.labels)}, it to ${vmRef(pod.labels)}`;
+  }
+  return ownerFacts.labels;
+}
+
+/** A pod already using the claim, with the labels naming its VM and words for that VM. */
+interface OtherUser extends PodFacts {
+  vm: Record<string, string>;
+  vmWords: string;
+}
+
+/**
+ * Who an existing pod belongs to: what vmOf resolves, else its own labels, as before hotplug pods
+ * were resolved through their owner. A hotplug pod without VM labels whose owner cannot be
+ * resolved (deleted, recreated, not a launcher of a VM) then belongs to no VM and so counts as a
+ * stranger: it is not skipped, because it may still hold the volume attached (an orphan waiting
+ * for garbage collection, or a launcher the cache has not seen), and the driver refuses a second
+ * engine while it exists anyway. Refusing fails closed and heals once the orphan is collected.
+ */
+async function otherUser(pod: PodFacts, namespace: string, view: ClusterView): Promise<OtherUser> {
+  const vm = await vmOf(pod, namespace, view);
+  if (typeof vm !== 'string') return { ...pod, vm, vmWords: vmRef(vm) };
+  const own = vmPodLabels(pod.labels);
+  const unresolvedHotplug = own.role === HOTPLUG_ROLE && !own.vmName && !own.vmiUid;
+  return { ...pod, vm: pod.labels, vmWords: unresolvedHotplug ? `no VM (${vm})` : vmRef(pod.labels) };
 }
 
 /** Every pod already using the claim belongs to this pod's VM, and there is at most one. */
 async function checkOtherUsers(
   pod: PodFacts,
+  vm: Record<string, string>,
   namespace: string,
   claimName: string,
   view: ClusterView,
 ): Promise<Verdict | undefined> {
-  const others = (await view.podsUsingClaim(namespace, claimName))
+  const candidates = (await view.podsUsingClaim(namespace, claimName))
     .map(factsOf)
     // Terminated pods hold nothing open; terminating ones still may, so they count.
-    .filter((other) => other.phase !== 'Succeeded' && other.phase !== 'Failed')
+    .filter((other) => !podFinished(other.phase))
     // A create retried after a timeout may find its own pod already in the cache.
     .filter((other) => !(pod.name && other.name === pod.name));
+  const others = await Promise.all(candidates.map((other) => otherUser(other, namespace, view)));
 
-  const stranger = others.find((other) => !sameVm(pod, other));
+  const stranger = others.find((other) => !sameVm(vm, other.vm));
   if (stranger) {
     return forbidden(
-      `pod ${podRef(pod)} of ${vmRef(pod)} may not use claim ${claimName}: pod ${podRef(stranger)} of ` +
-        `${vmRef(stranger)} already uses it. Rule ${RULE_ONE_VM}: all pods using a claim bound to a migratable ` +
-        `Tandem volume at the same time must belong to one VM. Allowed: a pod of ${vmRef(stranger)}, or this pod ` +
-        `once ${podRef(stranger)} has terminated`,
+      `pod ${podRef(pod)} of ${vmRef(vm)} may not use claim ${claimName}: pod ${podRef(stranger)} of ` +
+        `${stranger.vmWords} already uses it. Rule ${RULE_ONE_VM}: all pods using a claim bound to a ` +
+        `migratable Tandem volume at the same time must belong to one VM. Allowed: a pod of ` +
+        `${stranger.vmWords}, or this pod once ${podRef(stranger)} has terminated`,
     );
   }
-  if (others.length + 1 > MAX_PODS) {
+  if (others.length + 1 > MAX_VM_PODS) {
     return forbidden(
       `pod ${podRef(pod)} may not use claim ${claimName}: pods ${others.map(podRef).join(', ')} already use it. ` +
         `Rule ${RULE_TWO_PODS}: a migratable volume is opened by the source and target virt-launcher pods of ` +
-        `one live migration, never by more than ${MAX_PODS} pods at once. Allowed: this pod once one of them ` +
+        `one live migration, never by more than ${MAX_VM_PODS} pods at once. Allowed: this pod once one of them ` +
         `has terminated`,
     );
   }
   return undefined;
-}
-
-/**
- * Two pods belong to one VM when their `kubevirt.io/created-by` labels (the
- * VMI's UID) match. Only when one of them lacks it do we fall back to
- * `vm.kubevirt.io/name`, which is weaker: it is the VM name sanitized into a
- * hostname (truncated, characters replaced), so distinct VMs can share it,
- * and it survives deleting and recreating a VM of the same name.
- */
-function sameVm(a: PodFacts, b: PodFacts): boolean {
-  const uidA = a.labels[CREATED_BY];
-  const uidB = b.labels[CREATED_BY];
-  if (uidA && uidB) return uidA === uidB;
-  const nameA = a.labels[VM_NAME];
-  return nameA !== undefined && nameA !== '' && nameA === b.labels[VM_NAME];
-}
-
-function vmRef(pod: PodFacts): string {
-  const name = pod.labels[VM_NAME];
-  const uid = pod.labels[CREATED_BY];
-  if (!name) return 'no VM (no label vm.kubevirt.io/name)';
-  return uid ? `VM ${name} (VMI UID ${uid})` : `VM ${name}`;
 }
 
 function podRef(pod: PodFacts): string {
