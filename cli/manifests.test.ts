@@ -1,6 +1,6 @@
 /**
- * The driver manifests (manifests/driver/, manifests/examples/storageclasses.yaml) agree with the
- * code they deploy: every `tandem` container's arguments parse with the real CLI (same flags, same
+ * The driver and migrator manifests (manifests/driver/, manifests/migrator/,
+ * manifests/examples/storageclasses.yaml) agree with the code they deploy: every `tandem` container's arguments parse with the real CLI (same flags, same
  * validating parsers, env vars as the pod sets them), the CSI socket and shared host paths line up
  * between containers and pods, RBAC grants what each component calls, sidecar images match the
  * versions the integration tests build and run, and (when those are built) the sidecars accept
@@ -17,6 +17,7 @@ import type {
   V1Container,
   V1CSIDriver,
   V1Deployment,
+  V1PodDisruptionBudget,
   V1StorageClass,
 } from '@kubernetes/client-node';
 import { CSI_DRIVER_NAME } from '../lib/api/volume.js';
@@ -26,11 +27,16 @@ import {
   container,
   hostPathOf,
   loadManifests,
+  MIGRATOR_ACCOUNT,
+  MIGRATOR_FORBIDDEN,
+  MIGRATOR_RIGHTS,
   NAMESPACE,
   named,
   ofKind,
   onVolume,
+  type RightCase,
   requiredFlag,
+  rightCases,
   SIDECAR_MODULES,
   type Workload,
   workloadNamed,
@@ -389,4 +395,86 @@ describe('manifests/examples StorageClasses', () => {
       if (parsed.ok) expect(parsed.value.migratable).toBe(name === 'tandem-migratable');
     },
   );
+});
+
+describe('manifests/migrator', () => {
+  const objects = manifests.migrator;
+  const deployment = named(ofKind<V1Deployment>(objects, 'Deployment'), MIGRATOR_ACCOUNT);
+  const migrator = workloadNamed(workloadsOf(objects), MIGRATOR_ACCOUNT);
+  const pod = migrator.pod;
+  const labels = { 'app.kubernetes.io/name': 'tandem', 'app.kubernetes.io/component': 'migrator' };
+  const rbac = new RbacCheck(objects, NAMESPACE);
+
+  it('is one Deployment of 2 replicas, a PDB keeping one, every namespaced object in tandem-system', () => {
+    expect(workloadsOf(objects)).toHaveLength(1);
+    expect(deployment.spec?.replicas).toBe(2);
+    expect(deployment.spec?.template.metadata?.labels).toEqual(labels);
+    expect(deployment.spec?.selector.matchLabels).toEqual(labels);
+    const pdbs = ofKind<V1PodDisruptionBudget>(objects, 'PodDisruptionBudget');
+    expect(pdbs.map((p) => [p.spec?.minAvailable, p.spec?.selector?.matchLabels])).toEqual([[1, labels]]);
+    const clusterScoped = new Set(['ClusterRole', 'ClusterRoleBinding']);
+    for (const o of objects)
+      expect(`${o.kind}/${o.metadata?.name} in ${o.metadata?.namespace}`).toBe(
+        `${o.kind}/${o.metadata?.name} in ${clusterScoped.has(o.kind ?? '') ? undefined : NAMESPACE}`,
+      );
+  });
+
+  it('runs `tandem migrator` with arguments and env the CLI accepts, probes and metrics on its port', () => {
+    expect(pod.containers.map((c) => [c.name, isTandem(c)])).toEqual([['migrator', true]]);
+    const c = container(migrator, 'migrator');
+    const parsed = parseTandem(c, 'tandem-migrator');
+    expect(parsed.command).toBe('migrator');
+    // Its Lease, the node Leases and the credentials are looked for where the pod runs.
+    expect(parsed.options.namespace).toBe(FIELD_VALUES['metadata.namespace']);
+    for (const e of c.env ?? []) expect(`${e.name}: ${parsed.optionEnv.has(e.name)}`).toBe(`${e.name}: true`);
+    const metrics = parsed.options.metricsAddress as { port: number };
+    expect(c.ports).toEqual([{ name: 'metrics', containerPort: metrics.port }]);
+    // lib/http-admin.ts serves GET /healthz (and /metrics), nothing else, on that port.
+    for (const probe of [c.livenessProbe, c.readinessProbe])
+      expect(probe?.httpGet).toEqual({ path: '/healthz', port: 'metrics' });
+    expect([c.resources?.requests?.memory, c.resources?.limits?.memory].every(Boolean)).toBe(true);
+  });
+
+  it('runs restricted, spread over nodes, under a ServiceAccount the manifests create', () => {
+    expect(pod.securityContext?.runAsNonRoot).toBe(true);
+    expect(pod.containers[0]?.securityContext).toEqual({
+      allowPrivilegeEscalation: false,
+      readOnlyRootFilesystem: true,
+      capabilities: { drop: ['ALL'] },
+    });
+    const spread = pod.affinity?.podAntiAffinity?.preferredDuringSchedulingIgnoredDuringExecution?.[0];
+    expect(spread?.podAffinityTerm.topologyKey).toBe('kubernetes.io/hostname');
+    expect(spread?.podAffinityTerm.labelSelector?.matchLabels).toEqual(labels);
+    expect(pod.serviceAccountName).toBe(MIGRATOR_ACCOUNT);
+    expect(rbac.accounts.has(MIGRATOR_ACCOUNT)).toBe(true);
+    for (const b of [...rbac.roleBindings, ...rbac.clusterRoleBindings]) {
+      expect(b.subjects).toEqual([{ kind: 'ServiceAccount', name: MIGRATOR_ACCOUNT, namespace: NAMESPACE }]);
+      const pool = b.roleRef.kind === 'ClusterRole' ? rbac.clusterRoles : rbac.roles;
+      expect(() => named<KubernetesObject>(pool, b.roleRef.name)).not.toThrow();
+    }
+  });
+
+  // RbacCheck counts only rules for every object; a right on one named object (its own Lease) is
+  // also granted by the Role's rules limited to that name.
+  const allows = ({ verb, right }: RightCase): boolean =>
+    rbac.can(MIGRATOR_ACCOUNT, verb, right.group, right.resource, right.namespace) ||
+    (right.name !== undefined &&
+      rbac.roleBindings
+        .filter((b) => b.metadata?.namespace === right.namespace && rbac.binds(b.subjects, MIGRATOR_ACCOUNT))
+        .flatMap((b) => named(rbac.roles, b.roleRef.name).rules ?? [])
+        .some(
+          (r) =>
+            (r.apiGroups ?? []).includes(right.group) &&
+            (r.resources ?? []).includes(right.resource) &&
+            r.verbs.includes(verb) &&
+            (r.resourceNames ?? []).includes(right.name ?? ''),
+        ));
+
+  it.each([
+    ['every right the migrator uses', MIGRATOR_RIGHTS, true],
+    ['none of the rights it must not have', MIGRATOR_FORBIDDEN, false],
+  ] as const)('grants %s', (_, rights, granted) => {
+    const cases = rightCases(rights);
+    expect(cases.map((c) => `${c.label}: ${allows(c)}`)).toEqual(cases.map((c) => `${c.label}: ${granted}`));
+  });
 });

@@ -48,6 +48,7 @@ export class MigrationReconciler {
   readonly #leases: Cache<V1Lease>;
   readonly #kubevirt: KubeVirtWatch;
   readonly #queue: WorkQueue;
+  readonly #core: CoreV1Api;
   readonly #executor: ExecutorDeps;
   /** When something that may decide a volume's migration was last seen (decision latency). */
   readonly #lastEvent = new Map<string, number>();
@@ -59,6 +60,7 @@ export class MigrationReconciler {
     this.#volumes = new VolumeClient(kc);
     this.#volumeCache = this.#volumes.informer();
     const core = kc.makeApiClient(CoreV1Api);
+    this.#core = core;
     const coordination = kc.makeApiClient(CoordinationV1Api);
     this.#pods = makeInformer<V1Pod>(
       kc,
@@ -94,6 +96,14 @@ export class MigrationReconciler {
   async run(signal: AbortSignal): Promise<void> {
     const { log } = this.#o;
     const volumeName = (v: Volume) => v.metadata.name;
+    // Nothing is reconciled before every cache has listed once: a volume looked at while the pod
+    // cache is still empty would look like a migration whose pods are all gone.
+    const watches = await Promise.all([
+      keepWatching(this.#volumeCache, { name: 'volumes', logger: log }),
+      keepWatching(this.#pods, { name: 'kubevirt-pods', logger: log }),
+      keepWatching(this.#leases, { name: 'node-leases', logger: log }),
+    ]);
+    await this.#kubevirt.start();
     for (const event of ['add', 'update'] as const)
       this.#volumeCache.on(event, (v: Volume) => this.#queue.add(volumeName(v)));
     this.#volumeCache.on('delete', (v: Volume) => {
@@ -104,12 +114,6 @@ export class MigrationReconciler {
       this.#pods.on(event, () => this.#touchMigrating());
       this.#leases.on(event, () => this.#touchMigrating());
     }
-    const watches = await Promise.all([
-      keepWatching(this.#volumeCache, { name: 'volumes', logger: log }),
-      keepWatching(this.#pods, { name: 'kubevirt-pods', logger: log }),
-      keepWatching(this.#leases, { name: 'node-leases', logger: log }),
-    ]);
-    await this.#kubevirt.start();
     const timer = setInterval(() => {
       for (const v of this.#volumeCache.list()) this.#queue.add(v.metadata.name);
     }, this.#o.resyncIntervalMs);
@@ -174,7 +178,26 @@ export class MigrationReconciler {
     const now = (this.#o.now ?? Date.now)();
     const serving = (cached.status?.engines ?? []).some((e) => e.node === record.target);
     const evidence = gatherEvidence(record, this.#snapshot(), serving, this.#o.migrationTimeoutMs, now);
-    const verdict = decide(evidence);
+    let verdict = decide(evidence);
+    if (verdict.decision !== undefined) {
+      // A decision is final: the pods it rests on are read once more from the API itself, so a
+      // cache that lags (a relist after a dropped watch) cannot remove an engine a pod still uses.
+      const pods = await this.#core.listNamespacedPod({
+        namespace: record.vmNamespace ?? 'default',
+        labelSelector: KUBEVIRT_POD_SELECTOR,
+      });
+      const fresh = { ...this.#snapshot(), pods: pods.items };
+      const again = decide(gatherEvidence(record, fresh, serving, this.#o.migrationTimeoutMs, now));
+      if (again.decision !== verdict.decision) {
+        this.#o.log.info(
+          { volume: name, cached: verdict.decision },
+          'the API disagrees with the cache; deciding later',
+        );
+        this.#queue.add(name);
+        return;
+      }
+      verdict = again;
+    }
     if (verdict.decision === undefined) {
       await this.#progress(name, serving, evidence.kubevirt?.vmimName);
       this.#o.log.debug({ volume: name, waiting: verdict.waiting }, 'migration in progress');

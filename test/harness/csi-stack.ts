@@ -29,9 +29,10 @@ export interface CsiStackOptions {
   controllerArgs?: readonly string[];
   dataplaneArgs?: readonly string[];
   nodeArgs?: readonly string[];
+  migratorArgs?: readonly string[];
 }
 
-type Role = 'controller' | `dataplane:${string}` | `node:${string}`;
+type Role = 'controller' | 'migrator' | `migrator:${string}` | `dataplane:${string}` | `node:${string}`;
 
 export class CsiStack {
   readonly dir: string;
@@ -41,6 +42,7 @@ export class CsiStack {
   readonly #children = new Map<Role, ChildProcessWithoutNullStreams>();
   readonly #kubeconfig: string;
   readonly #options: CsiStackOptions;
+  readonly #migratorMetrics = new Map<string, number>();
 
   private constructor(dir: string, namespace: string, options: CsiStackOptions) {
     this.dir = dir;
@@ -114,6 +116,37 @@ export class CsiStack {
       30_000,
       this.#alive('controller'),
     );
+  }
+
+  /**
+   * Starts a `tandem migrator` (role `migrator`, or `migrator:<n>` for a second candidate for its
+   * Lease) unless it runs already; resolves once its metrics endpoint answers.
+   */
+  async startMigrator(role: 'migrator' | `migrator:${string}` = 'migrator'): Promise<void> {
+    if (this.#children.has(role)) return;
+    const metrics = await freePort();
+    this.#spawn(role, [
+      'migrator',
+      '--namespace',
+      this.namespace,
+      '--metrics-address',
+      `127.0.0.1:${metrics}`,
+      '--log-level',
+      'debug',
+      ...(this.#options.migratorArgs ?? []),
+    ]);
+    this.#migratorMetrics.set(role, metrics);
+    await waitFor(
+      `${role} metrics endpoint`,
+      () => canConnect({ host: '127.0.0.1', port: metrics }),
+      30_000,
+      this.#alive(role),
+    );
+  }
+
+  /** Where the migrator of `role` serves /metrics (undefined when never started). */
+  migratorMetricsPort(role: 'migrator' | `migrator:${string}` = 'migrator'): number | undefined {
+    return this.#migratorMetrics.get(role);
   }
 
   /** Starts the node's data plane and node plugin (either may already run). */
@@ -238,6 +271,6 @@ export class CsiStack {
 /** Node plugins go first (they hold mounts over the engines), data planes last. */
 function rank(role: Role): number {
   if (role.startsWith('node:')) return 0;
-  if (role === 'controller') return 1;
+  if (role === 'controller' || role.startsWith('migrator')) return 1;
   return 2;
 }

@@ -2,7 +2,9 @@
  * The YAML under manifests/ as objects, and lookups into it for the manifest checks
  * (cli/manifests.test.ts): objects by kind and name, the driver's workloads and their containers,
  * a sidecar's `--flag=value` arguments, which pod volume (and host path) a container path lives on,
- * and the sidecar versions test/tools/build.sh builds.
+ * the sidecar versions test/tools/build.sh builds, and the API rights the migrator must and must not
+ * have (checked against the YAML there and against the real apiserver in
+ * test/integration/migrator-rbac.test.ts).
  */
 import { readFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
@@ -24,6 +26,8 @@ export interface ManifestSet {
   driver: KubernetesObject[];
   /** manifests/examples */
   examples: KubernetesObject[];
+  /** manifests/migrator */
+  migrator: KubernetesObject[];
   /** manifests/webhook */
   webhook: KubernetesObject[];
 }
@@ -32,6 +36,7 @@ export async function loadManifests(): Promise<ManifestSet> {
   return {
     driver: await readManifests(join(manifestsDir(), 'driver')),
     examples: await readManifests(join(manifestsDir(), 'examples')),
+    migrator: await readManifests(join(manifestsDir(), 'migrator')),
     webhook: await readManifests(join(manifestsDir(), 'webhook')),
   };
 }
@@ -126,3 +131,88 @@ export function builtSidecarVersion(name: string): string {
   if (!version) throw new Error(`test/tools/${name}/go.mod pins no ${module}`);
   return version;
 }
+
+/**
+ * A set of API rights: verbs on group/resource (`resource/subresource` for a subresource), in a
+ * namespace or, without one, cluster-wide; `name` for a right on one object only.
+ */
+export interface ApiRight {
+  verbs: string[];
+  group: string;
+  resource: string;
+  namespace?: string;
+  name?: string;
+}
+
+/** One verb of an ApiRight, with a label for test output. */
+export interface RightCase {
+  verb: string;
+  right: ApiRight;
+  label: string;
+}
+
+export const rightCases = (rights: readonly ApiRight[]): RightCase[] =>
+  rights.flatMap((right) =>
+    right.verbs.map((verb) => ({
+      verb,
+      right,
+      label: `${verb} ${right.group || 'core'}/${right.resource}${right.name ? `/${right.name}` : ''} in ${right.namespace ?? 'all namespaces'}`,
+    })),
+  );
+
+export const MIGRATOR_ACCOUNT = 'tandem-migrator';
+
+/** What `tandem migrator` calls (migrator/*.ts, its Lease, Events and credential reads). */
+export const MIGRATOR_RIGHTS: ApiRight[] = [
+  { verbs: ['get', 'list', 'watch', 'update'], group: 'tandem.dev', resource: 'volumes' },
+  { verbs: ['update'], group: 'tandem.dev', resource: 'volumes/status' },
+  { verbs: ['get', 'list', 'watch'], group: '', resource: 'pods' },
+  { verbs: ['get', 'list', 'watch'], group: 'kubevirt.io', resource: 'virtualmachineinstances' },
+  { verbs: ['get', 'list', 'watch'], group: 'kubevirt.io', resource: 'virtualmachineinstancemigrations' },
+  { verbs: ['get', 'list', 'watch'], group: 'apiextensions.k8s.io', resource: 'customresourcedefinitions' },
+  { verbs: ['get', 'list', 'watch'], group: '', resource: 'persistentvolumes' },
+  { verbs: ['get'], group: '', resource: 'persistentvolumeclaims' },
+  { verbs: ['create', 'patch'], group: 'events.k8s.io', resource: 'events' },
+  { verbs: ['create', 'patch'], group: '', resource: 'events' },
+  // node-registration Leases, and creating its own
+  {
+    verbs: ['get', 'list', 'watch', 'create'],
+    group: 'coordination.k8s.io',
+    resource: 'leases',
+    namespace: NAMESPACE,
+  },
+  {
+    verbs: ['get', 'update'],
+    group: 'coordination.k8s.io',
+    resource: 'leases',
+    namespace: NAMESPACE,
+    name: 'tandem-migrator',
+  },
+  { verbs: ['get'], group: '', resource: 'secrets', namespace: NAMESPACE },
+];
+
+/** What the migrator must not be able to do: it decides through the Volume, and reads only. */
+export const MIGRATOR_FORBIDDEN: ApiRight[] = [
+  // credentials: only in tandem-system, only one by one
+  { verbs: ['get', 'list'], group: '', resource: 'secrets' },
+  { verbs: ['get'], group: '', resource: 'secrets', namespace: 'default' },
+  {
+    verbs: ['list', 'watch', 'create', 'update', 'delete'],
+    group: '',
+    resource: 'secrets',
+    namespace: NAMESPACE,
+  },
+  { verbs: ['create', 'update', 'patch', 'delete'], group: '', resource: 'pods' },
+  { verbs: ['delete'], group: '', resource: 'pods', namespace: 'default' },
+  { verbs: ['update', 'patch'], group: '', resource: 'nodes' },
+  { verbs: ['create', 'delete'], group: 'tandem.dev', resource: 'volumes' },
+  { verbs: ['update', 'patch', 'delete'], group: 'kubevirt.io', resource: 'virtualmachineinstances' },
+  {
+    verbs: ['update', 'patch', 'delete'],
+    group: 'kubevirt.io',
+    resource: 'virtualmachineinstancemigrations',
+  },
+  { verbs: ['create', 'delete'], group: '', resource: 'persistentvolumes' },
+  // only its own Lease: the nodes' Leases are the data plane's to write
+  { verbs: ['update', 'delete'], group: 'coordination.k8s.io', resource: 'leases', namespace: NAMESPACE },
+];
