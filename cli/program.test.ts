@@ -88,6 +88,7 @@ describe('tandem CLI', () => {
     ],
     ['a log level from the environment', ['migrator'], { TANDEM_LOG_LEVEL: 'verbose' }, /Allowed choices/],
     ['too many lab nodes', ['lab', '--nodes', '9'], {}, /allowed: 1 to 8/],
+    ['a migration timeout too short', ['migrator', '--migration-timeout', '1s'], {}, /allowed: 10s to 1h/],
     ['a lab duration without unit', ['lab', '--exit-after', '30'], {}, /use a number with ms, s, m or h/],
     ['an unknown output format', ['status', '-o', 'yaml'], {}, /use one of: table, json/],
     ['an extra argument', ['status', 'extra'], {}, /too many arguments/],
@@ -105,9 +106,9 @@ describe('tandem CLI', () => {
   );
 
   it('accepts valid configuration for a component not yet built, then says so instead of pretending to run', async () => {
-    const result = await tandem(['migrator']);
+    const result = await tandem(['share-manager', '--volume', 'pvc-1', '--node-id', 'n1']);
     expect(result.ok).toBe(false);
     expect(result.error?.name).toBe('UsageError');
-    expect(result.error?.message).toMatch(/migrator component is not in this build yet/);
+    expect(result.error?.message).toMatch(/share-manager component is not in this build yet/);
   });
 });

@@ -50,7 +50,7 @@ export function checkMigrationGuard(volume: Volume, node: string): void {
   }
   if (!sides.includes(node))
     throw failedPrecondition(
-      `volume ${id}: a live migration from ${record.source} to ${record.target} is in progress; one migration at a time, so ${node} cannot get an engine until it ends`,
+      `volume ${id}: a live migration from ${record.source} to ${record.target} is in progress; at most 2 engines and one migration at a time, so ${node} cannot get an engine until it ends`,
     );
 }
 

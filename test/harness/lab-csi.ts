@@ -1,5 +1,5 @@
 /**
- * The CSI driver in the lab: `tandem controller` and one `tandem node` plugin per simulated node,
+ * The CSI driver in the lab: `tandem controller`, `tandem migrator` and one `tandem node` plugin per simulated node,
  * on the host (mounts must be visible from the host: `ip netns exec` gives a process its own mount
  * namespace), next to the data planes that run with --reconcile inside the nodes. A demo volume
  * is provisioned, published and mounted through the CSI calls a CO would make, and torn down the
@@ -39,11 +39,13 @@ export async function startLabCsi(options: {
   const logger = options.logger ?? silentLogger();
   await mkdir(dir, { recursive: true });
   const services: Service[] = [];
-  const start = async (name: string, args: string[], socket: string) => {
+  /** Starts a component; ready once it serves CSI on `socket`, or (none) its metrics port. */
+  const start = async (name: string, args: string[], socket: string | undefined) => {
+    const metricsPort = await freePort();
     const service = new Service({
       name,
       command: process.execPath,
-      args: [...tandemEntry(), ...args, '--metrics-address', `127.0.0.1:${await freePort()}`],
+      args: [...tandemEntry(), ...args, '--metrics-address', `127.0.0.1:${metricsPort}`],
       env: { ...process.env, KUBECONFIG: options.kubeconfigPath },
       cwd: packageRoot(),
       logFile: join(dir, `${name}.log`),
@@ -51,8 +53,8 @@ export async function startLabCsi(options: {
     });
     services.push(service);
     await waitFor(
-      `${name} serving CSI on ${socket}`,
-      () => canConnect({ path: socket }),
+      socket === undefined ? `${name} serving metrics` : `${name} serving CSI on ${socket}`,
+      () => canConnect(socket === undefined ? { host: '127.0.0.1', port: metricsPort } : { path: socket }),
       30_000,
       () => service.running,
     );
@@ -92,6 +94,8 @@ export async function startLabCsi(options: {
       ['controller', '--csi-endpoint', controllerSocket, '--namespace', options.namespace],
       controllerSocket,
     );
+    // The migrator decides every live migration of a migratable volume (migrator/).
+    await start('migrator', ['migrator', '--namespace', options.namespace], undefined);
     for (const n of network.nodes) {
       await start(
         `${n.name}-node-plugin`,

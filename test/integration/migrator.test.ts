@@ -261,7 +261,7 @@ describe('migrator: every migration ends in one fenced engine', () => {
       /tandem_migrations_total\{result="confirmed",reason="MigrationSucceeded"[^}]*\} 1/,
     );
     expect(metrics).toMatch(
-      /tandem_migration_decision_latency_seconds_count\{result="confirmed"[^}]*\} [1-9]/,
+      /tandem_migration_decision_latency_seconds_count\{[^}]*result="confirmed"[^}]*\} [1-9]/,
     );
   }, 180_000);
 

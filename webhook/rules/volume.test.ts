@@ -79,4 +79,44 @@ describe('Volume rule', () => {
     );
     expect(check(volume({ engines: [{ node: 'b' }] }, {}), before).allowed).toBe(true);
   });
+
+  it('says the CRD caps the engines too', () => {
+    const verdict = check(volume({ engines: [{ node: 'a' }, { node: 'b' }, { node: 'c' }] }));
+    if (verdict.allowed) throw new Error('admitted');
+    expect(verdict.message).toMatch(/the CRD caps spec\.engines at 2/);
+  });
+
+  describe('during a migration', () => {
+    const engines = { engines: [{ node: 'a' }, { node: 'b' }] };
+    const running = { migration: { source: 'a', target: 'b' } };
+    const before = volume(engines, running);
+
+    it.each([
+      ['numberOfReplicas', { numberOfReplicas: 2 }, /numberOfReplicas cannot change from 3 to 2/],
+      ['sizeBytes', { sizeBytes: 2 * 2 ** 30 }, /sizeBytes cannot change from 1073741824 to 2147483648/],
+    ])('refuses a change of %s', (_what, change, message) => {
+      const verdict = check(volume({ ...engines, ...change }, running), before);
+      expect(verdict).toMatchObject({ allowed: false, code: 422 });
+      if (verdict.allowed) return;
+      expect(verdict.message).toMatch(message);
+      expect(verdict.message).toMatch(/migration a -> b is running; retry after it ends/);
+    });
+
+    it('refuses the change even in the update that ends the migration', () => {
+      const verdict = check(volume({ engines: [{ node: 'b' }], numberOfReplicas: 2 }, {}), before);
+      expect(verdict).toMatchObject({ allowed: false, code: 422 });
+    });
+
+    it('admits other spec changes', () => {
+      expect(check(volume({ ...engines, staleReplicaTimeoutSeconds: 60 }, running), before)).toEqual({
+        allowed: true,
+      });
+    });
+
+    it('admits replica and size changes once no migration runs', () => {
+      const idle = volume({ engines: [{ node: 'b' }] }, { lastMigration: { source: 'a', target: 'b' } });
+      const after = volume({ engines: [{ node: 'b' }], numberOfReplicas: 2, sizeBytes: 2 * 2 ** 30 });
+      expect(check(after, idle)).toEqual({ allowed: true });
+    });
+  });
 });

@@ -30,7 +30,7 @@ export function validateVolume(request: AdmissionRequest): Verdict {
   const engineNodes = engines.map((e) => (isRecord(e) && typeof e.node === 'string' ? e.node : ''));
   if (engineNodes.length > 2) {
     errors.push(
-      `at most two engines (source and target of one live migration), not ${engineNodes.length}: ${engineNodes.join(', ')}`,
+      `at most two engines (source and target of one live migration; the CRD caps spec.engines at 2 as well), not ${engineNodes.length}: ${engineNodes.join(', ')}`,
     );
   }
   if (new Set(engineNodes).size !== engineNodes.length)
@@ -61,6 +61,21 @@ export function validateVolume(request: AdmissionRequest): Verdict {
       errors.push(
         `the migration ${oldMigration.source} -> ${oldMigration.target} is running; its nodes cannot change (confirm or roll it back first)`,
       );
+    }
+    const oldSpec = isRecord(request.oldObject.spec) ? request.oldObject.spec : {};
+    if (oldMigration) {
+      const during = `the migration ${oldMigration.source} -> ${oldMigration.target} is running`;
+      const retry = 'retry after it ends (confirmed or rolled back)';
+      if (oldSpec.numberOfReplicas !== spec.numberOfReplicas) {
+        errors.push(
+          `numberOfReplicas cannot change from ${String(oldSpec.numberOfReplicas)} to ${String(spec.numberOfReplicas)} while ${during}; ${retry}`,
+        );
+      }
+      if (oldSpec.sizeBytes !== spec.sizeBytes) {
+        errors.push(
+          `sizeBytes cannot change from ${String(oldSpec.sizeBytes)} to ${String(spec.sizeBytes)} while ${during}; ${retry}`,
+        );
+      }
     }
   }
   return errors.length === 0 ? allow() : invalid(`Volume ${name}: ${errors.join('; ')}`);

@@ -1,5 +1,6 @@
 // Wrapper module: builds promtool (Prometheus 3.x; its Go module is tagged v0.3xx.y for
 // release 3.xx.y) to lint the components' metrics and check the alert rules in manifests/monitoring/.
+// `go 1.26.7` is Prometheus v0.316.0's own minimum, so this tool needs a newer Go than the others.
 module tandem.dev/test/tools/promtool
 
 go 1.26.7
