@@ -5,11 +5,13 @@
  */
 import { benchCsi } from './csi.js';
 import { benchDataplane } from './dataplane.js';
+import { benchMigration } from './migration.js';
 import { benchWebhook } from './webhook.js';
 
 const BENCHMARKS: Record<string, () => Promise<Record<string, unknown>>> = {
   csi: benchCsi,
   dataplane: benchDataplane,
+  migration: benchMigration,
   webhook: benchWebhook,
 };
 

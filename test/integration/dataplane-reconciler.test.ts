@@ -144,6 +144,8 @@ describe('DataplaneReconciler against the real kube-apiserver', () => {
     await eventually(async () =>
       (await volumes.get(name)).metadata.finalizers?.includes(finalizer) ? true : undefined,
     );
+    // The replica's data file appears alongside the engine start, not necessarily before it.
+    await eventually(() => (existsSync(join(dataDir, name, 'data')) ? true : undefined));
     const inode = statSync(join(dataDir, name, 'data')).ino;
 
     await reconciler.stop();

@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CoreV1Api, CustomObjectsApi } from '@kubernetes/client-node';
+import { CoreV1Api, CustomObjectsApi, EventsV1Api } from '@kubernetes/client-node';
 import { engineSocketPath } from '../../driver/csi/node-topology.js';
 import { credentialSecretName } from '../../driver/dataplane/credentials.js';
 import { ReplicaClient, ReplicaError } from '../../driver/replica/client.js';
@@ -22,6 +22,7 @@ import { silentLogger } from '../../lib/log.js';
 import { eventually, testKubeConfig, uniqueName } from '../harness/cluster.js';
 import { CsiClient, retrying } from '../harness/csi-client.js';
 import { CsiStack } from '../harness/csi-stack.js';
+import { fioJobs, fioVerify } from '../harness/fio.js';
 import { KubeVirtActor } from '../harness/kubevirt-actor.js';
 import { toolPath } from '../harness/tools.js';
 
@@ -47,7 +48,9 @@ describe('migrator: every migration ends in one fenced engine', () => {
     [n1, n2] = stack.nodes.map((n) => n.name) as [string, string];
     controller = new CsiClient(stack.controllerSocket);
     await core.createNamespace({ body: { metadata: { name: namespace } } });
-    await stack.startMigrator();
+    // Two candidates for the Lease, as the Deployment's two replicas: one leads, one stands by.
+    await stack.startMigrator('migrator');
+    await stack.startMigrator('migrator:2');
     // After the migrator started (unless another test file installed them first): it notices
     // KubeVirt's CRDs appearing and starts watching VMIs and VMIMs then.
     await installCrds(kc, new URL('../fixtures/kubevirt-crds', import.meta.url).pathname);
@@ -239,6 +242,12 @@ describe('migrator: every migration ends in one fenced engine', () => {
 
   test('success: VMIM Succeeded, the source launcher exits → confirmed, source fenced', async () => {
     const m = await startMigration('ok');
+    // The guest keeps writing through the source engine while both engines serve (fio verify, its
+    // own checksums), past the pattern at the start of the disk.
+    const fioArgs = ['--offset=2M', '--randrepeat=1'];
+    const writing = await fioVerify(socketUri(n1, m.id), { size: '8M', cwd: stack.dir, extra: fioArgs });
+    expect(writing.code).toBe(0);
+    expect(fioJobs(writing.stdout)[0]?.error).toBe(0);
     const during = await kubectlColumns(m.id);
     expect(during).toMatchObject({ STATE: 'Migrating', NODE: n1, 'MIGRATION TARGET': n2 });
     await m.kv.setMigrationPhase(m.vmim, 'Succeeded', {
@@ -253,10 +262,44 @@ describe('migrator: every migration ends in one fenced engine', () => {
     await m.kv.setPodPhase('src-ok', 'Succeeded');
     const volume = await ended(m, 'Confirm', 'MigrationSucceeded', n2);
     expect(volume.status?.lastMigration?.vmimName).toBe(m.vmim);
+    // Everything fio wrote through the source reads back right through the target...
+    const checking = await fioVerify(socketUri(n2, m.id), {
+      size: '8M',
+      cwd: stack.dir,
+      extra: [...fioArgs, '--verify_only=1'],
+    });
+    expect(checking.code).toBe(0);
+    expect(fioJobs(checking.stdout)[0]?.error).toBe(0);
+    // ...and the replicas are identical, byte for byte (flushed: fio's nbd engine flushes at the end).
+    const files = (volume.status?.replicas ?? []).map((r) => join(stack.node(r.node).dataDir, m.id, 'data'));
+    expect(files).toHaveLength(2);
+    const cmp = await run('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', ...files], {
+      allowFailure: true,
+    });
+    expect(cmp.stdout.trim()).toBe('Images are identical.');
     // The kubelet's and the attacher's later unpublish of the source is a no-op that succeeds.
     await unpublish(m.id, n1);
     expect((await volumes.get(m.id)).spec.engines).toEqual([{ node: n2 }]);
-    const metrics = await (await fetch(`http://127.0.0.1:${stack.migratorMetricsPort()}/metrics`)).text();
+    // Exactly one of the two migrators decided and measured it; the other stood by.
+    const scrape = async (role: 'migrator' | 'migrator:2') =>
+      (await fetch(`http://127.0.0.1:${stack.migratorMetricsPort(role)}/metrics`)).text();
+    const both = await Promise.all([scrape('migrator'), scrape('migrator:2')]);
+    const leaders = both.filter((text) => /tandem_migrator_leader\{[^}]*\} 1/.test(text));
+    expect(leaders).toHaveLength(1);
+    const metrics = leaders[0] as string;
+    expect(both.filter((text) => /tandem_migrations_total\{/.test(text))).toHaveLength(1);
+    // The Event on the VMI (the claim is only a claimRef here, so its Events go to the Volume).
+    const vmiEvent = async () => {
+      const events = await kc.makeApiClient(EventsV1Api).listNamespacedEvent({ namespace });
+      const found = events.items.some(
+        (e) =>
+          e.reason === 'MigrationConfirmed' &&
+          e.regarding?.kind === 'VirtualMachineInstance' &&
+          e.regarding.name === m.vm,
+      );
+      return found ? true : undefined;
+    };
+    await eventually(vmiEvent, 15_000);
     expect(metrics).toMatch(
       /tandem_migrations_total\{result="confirmed",reason="MigrationSucceeded"[^}]*\} 1/,
     );
@@ -300,13 +343,27 @@ describe('migrator: every migration ends in one fenced engine', () => {
     expect(volume.status?.lastMigration?.evidence).toMatch(/never ran/);
   }, 180_000);
 
-  test('the migrator SIGKILLed mid-migration: a new one reaches the decision from the cluster state', async () => {
+  test('the leading migrator SIGKILLed mid-migration: the standby takes the Lease and reaches the decision', async () => {
     const m = await startMigration('kill');
-    await stack.kill('migrator');
+    const leader = await leadingMigrator();
+    await stack.kill(leader);
     await m.kv.deletePod('src-kill');
-    await stack.startMigrator();
     await ended(m, 'Confirm', 'SourcePodTerminated', n2);
+    await stack.startMigrator(leader);
   }, 180_000);
+
+  /** The role whose migrator holds the Lease (its leader gauge is 1). */
+  async function leadingMigrator(): Promise<'migrator' | 'migrator:2'> {
+    return eventually(async () => {
+      for (const role of ['migrator', 'migrator:2'] as const) {
+        const text = await (
+          await fetch(`http://127.0.0.1:${stack.migratorMetricsPort(role)}/metrics`)
+        ).text();
+        if (/tandem_migrator_leader\{[^}]*\} 1/.test(text)) return role;
+      }
+      return undefined;
+    });
+  }
 
   test('the target node is lost → rolled back', async () => {
     const m = await startMigration('lost');
