@@ -52,56 +52,85 @@ export async function recordDecision(
   deps: ExecutorDeps,
   name: string,
   input: DecisionInput,
+  fresh?: Volume,
 ): Promise<Volume | undefined> {
   const now = new Date((deps.now ?? Date.now)()).toISOString();
-  return updateVolume(deps.volumes, name, 'status', (volume) => {
-    const record = volume.status?.migration;
-    if (record === undefined || record.decision !== undefined) return undefined;
-    record.decision = input.decision;
-    record.phase = input.decision === 'Confirm' ? 'Confirming' : 'RollingBack';
-    record.reason = input.reason;
-    record.evidence = input.evidence.slice(0, 2048);
-    record.observedAt = new Date(input.observedAt).toISOString();
-    record.decidedAt = now;
-    record.decidedBy = input.decidedBy;
-    return volume;
-  });
+  return updateVolume(
+    deps.volumes,
+    name,
+    'status',
+    (volume) => {
+      const record = volume.status?.migration;
+      if (record === undefined || record.decision !== undefined) return undefined;
+      record.decision = input.decision;
+      record.phase = input.decision === 'Confirm' ? 'Confirming' : 'RollingBack';
+      record.reason = input.reason;
+      record.evidence = input.evidence.slice(0, 2048);
+      record.observedAt = new Date(input.observedAt).toISOString();
+      record.decidedAt = now;
+      record.decidedBy = input.decidedBy;
+      return volume;
+    },
+    fresh,
+  );
 }
 
 /** Steps 2 to 4 for the decision the record holds; returns the ended record, if it ended now. */
-export async function carryOut(deps: ExecutorDeps, name: string): Promise<MigrationRecord | undefined> {
+export async function carryOut(
+  deps: ExecutorDeps,
+  name: string,
+  fresh?: Volume,
+): Promise<MigrationRecord | undefined> {
   const now = deps.now ?? Date.now;
-  const first = await updateVolume(deps.volumes, name, 'spec', (volume) => {
-    const record = volume.status?.migration;
-    if (record?.decision === undefined) return undefined;
-    const winner = winnerOf(record, record.decision);
-    const engines = volume.spec.engines ?? [];
-    const kept = engines.filter((e) => e.node === winner);
-    if (kept.length === engines.length) return undefined;
-    volume.spec.engines = kept;
-    return volume;
-  });
+  const t0 = performance.now();
+  const step = (what: string) =>
+    deps.log.debug({ volume: name, step: what, ms: Math.round(performance.now() - t0) }, 'carrying out');
+  const first = await updateVolume(
+    deps.volumes,
+    name,
+    'spec',
+    (volume) => {
+      const record = volume.status?.migration;
+      if (record?.decision === undefined) return undefined;
+      const winner = winnerOf(record, record.decision);
+      const engines = volume.spec.engines ?? [];
+      const kept = engines.filter((e) => e.node === winner);
+      if (kept.length === engines.length) return undefined;
+      volume.spec.engines = kept;
+      return volume;
+    },
+    fresh,
+  );
   const record = first?.status?.migration;
   if (record?.decision === undefined) return undefined;
   const decision = record.decision;
   const winner = winnerOf(record, decision);
 
-  let fenced = await updateVolume(deps.volumes, name, 'status', (volume) => {
-    const m = volume.status?.migration;
-    if (m?.decision !== decision || volume.status === undefined) return undefined;
-    const engines = volume.status.engines ?? [];
-    const losers = engines.filter((e) => e.node !== winner);
-    if (m.fenceEpoch !== undefined && losers.length === 0) return undefined;
-    const epoch = (volume.status.epoch ?? 0) + 1;
-    volume.status.engines = engines.filter((e) => e.node === winner);
-    volume.status.epoch = epoch;
-    m.fenceEpoch = epoch;
-    return volume;
-  });
+  step('spec.engines written');
+  let fenced = await updateVolume(
+    deps.volumes,
+    name,
+    'status',
+    (volume) => {
+      const m = volume.status?.migration;
+      if (m?.decision !== decision || volume.status === undefined) return undefined;
+      const engines = volume.status.engines ?? [];
+      const losers = engines.filter((e) => e.node !== winner);
+      if (m.fenceEpoch !== undefined && losers.length === 0) return undefined;
+      const epoch = (volume.status.epoch ?? 0) + 1;
+      volume.status.engines = engines.filter((e) => e.node === winner);
+      volume.status.epoch = epoch;
+      m.fenceEpoch = epoch;
+      return volume;
+    },
+    first,
+  );
   for (let round = 1; ; round++) {
     if (fenced?.status?.migration === undefined) return undefined;
     const epoch = fenced.status.epoch ?? 0;
+    step('fence epoch recorded');
     const result = await deps.fencer.fence(name, epoch, fenced.status.replicas ?? []);
+    step('fence epoch pushed to the replicas');
     if (result.unreachable.length === 0) break;
     if (round >= FENCE_ROUNDS)
       throw new Error(
@@ -112,36 +141,51 @@ export async function carryOut(deps: ExecutorDeps, name: string): Promise<Migrat
       { volume: name, nodes: [...lost] },
       'replicas unreachable while fencing; marking them Failed',
     );
-    fenced = await updateVolume(deps.volumes, name, 'status', (volume) => {
-      const status = volume.status;
-      if (status === undefined) return undefined;
-      const replicas = status.replicas ?? [];
-      const left = replicas.filter((r) => r.mode === 'ReadWrite' && !lost.has(r.node));
-      // Failing the last readable replica would lose acknowledged writes: retry later instead.
-      if (left.length === 0)
-        throw new Error(`volume ${name}: no reachable readable replica to keep while fencing`);
-      status.replicas = replicas.map((r) =>
-        lost.has(r.node) && r.mode !== 'Failed' ? { node: r.node, address: r.address, mode: 'Failed' } : r,
-      );
-      status.epoch = (status.epoch ?? 0) + 1;
-      return volume;
-    });
+    fenced = await updateVolume(
+      deps.volumes,
+      name,
+      'status',
+      (volume) => {
+        const status = volume.status;
+        if (status === undefined) return undefined;
+        const replicas = status.replicas ?? [];
+        const left = replicas.filter((r) => r.mode === 'ReadWrite' && !lost.has(r.node));
+        // Failing the last readable replica would lose acknowledged writes: retry later instead.
+        if (left.length === 0)
+          throw new Error(`volume ${name}: no reachable readable replica to keep while fencing`);
+        status.replicas = replicas.map((r) =>
+          lost.has(r.node) && r.mode !== 'Failed' ? { node: r.node, address: r.address, mode: 'Failed' } : r,
+        );
+        status.epoch = (status.epoch ?? 0) + 1;
+        return volume;
+      },
+      fenced,
+    );
   }
 
   const endedAt = now();
   let ended: MigrationRecord | undefined;
-  const stored = await updateVolume(deps.volumes, name, 'status', (volume) => {
-    const m = volume.status?.migration;
-    if (m?.decision !== decision || volume.status === undefined) return undefined;
-    ended = {
-      ...m,
-      phase: decision === 'Confirm' ? 'Confirmed' : decision === 'Rollback' ? 'RolledBack' : 'Resolved',
-      endedAt: new Date(endedAt).toISOString(),
-    };
-    delete volume.status.migration;
-    volume.status.lastMigration = ended;
-    return withObservedStatus(volume) ?? volume;
-  });
+  const stored = await updateVolume(
+    deps.volumes,
+    name,
+    'status',
+    (volume) => {
+      // The change may run more than once (a stale copy costs a 409 and a rerun on a fresh one):
+      // only the run whose write is stored may leave `ended` set.
+      ended = undefined;
+      const m = volume.status?.migration;
+      if (m?.decision !== decision || volume.status === undefined) return undefined;
+      ended = {
+        ...m,
+        phase: decision === 'Confirm' ? 'Confirmed' : decision === 'Rollback' ? 'RolledBack' : 'Resolved',
+        endedAt: new Date(endedAt).toISOString(),
+      };
+      delete volume.status.migration;
+      volume.status.lastMigration = ended;
+      return withObservedStatus(volume) ?? volume;
+    },
+    fenced,
+  );
   if (ended === undefined || stored === undefined) return undefined;
   measure(deps, ended, endedAt);
   announce(deps, stored, ended);

@@ -75,8 +75,9 @@ export class MigrationReconciler {
       NODE_LABEL,
     );
     this.#kubevirt = new KubeVirtWatch(kc, options.log, () => this.#touchMigrating());
+    // Reconciles mostly wait on API round trips: several at once overlap them.
     this.#queue = new WorkQueue((name) => this.#reconcile(name), {
-      concurrency: 4,
+      concurrency: 8,
       initialBackoffMs: 200,
       maxBackoffMs: 10_000,
       log: options.log,
@@ -171,7 +172,7 @@ export class MigrationReconciler {
       return;
     }
     if (record.decision !== undefined) {
-      await carryOut(this.#executor, name);
+      await carryOut(this.#executor, name, cached);
       return;
     }
     this.#announceStart(cached, record);
@@ -207,12 +208,13 @@ export class MigrationReconciler {
       { volume: name, decision: verdict.decision, reason: verdict.reason, evidence: verdict.evidence },
       'migration decided',
     );
-    await recordDecision(this.#executor, name, {
-      ...verdict,
-      observedAt: this.#lastEvent.get(name) ?? now,
-      decidedBy: 'migrator',
-    });
-    await carryOut(this.#executor, name);
+    const decided = await recordDecision(
+      this.#executor,
+      name,
+      { ...verdict, observedAt: this.#lastEvent.get(name) ?? now, decidedBy: 'migrator' },
+      cached,
+    );
+    await carryOut(this.#executor, name, decided);
   }
 
   /** Records TargetReady, the VMIM's name, and the observed state, once each is known. */

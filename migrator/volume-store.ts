@@ -31,9 +31,11 @@ export async function updateVolume(
   name: string,
   part: 'spec' | 'status',
   change: (volume: Volume) => Volume | undefined,
+  /** A copy just read or written: the first attempt starts from it instead of a GET (a stale one costs a 409). */
+  fresh?: Volume,
 ): Promise<Volume | undefined> {
   for (let attempt = 1; ; attempt++) {
-    const current = await readVolume(volumes, name);
+    const current = attempt === 1 && fresh !== undefined ? fresh : await readVolume(volumes, name);
     if (current === undefined) return undefined;
     const next = change(structuredClone(current));
     if (next === undefined) return current;

@@ -60,31 +60,35 @@ export async function startMigrationRecord(
   id: string,
   record: MigrationRecord,
   context: RpcContext,
-): Promise<void> {
-  await updateVolume(
+  /** The Volume just read; the write starts from it. */
+  fresh?: Volume,
+): Promise<Volume | undefined> {
+  const stored = await updateVolume(
     cluster,
     id,
-    (fresh) => {
-      const current = fresh.status?.migration;
+    (next) => {
+      const current = next.status?.migration;
       if (current !== undefined) {
         if (current.source === record.source && current.target === record.target) return undefined;
         throw failedPrecondition(
           `volume ${id}: a live migration from ${current.source} to ${current.target} is in progress; one migration at a time`,
         );
       }
-      fresh.status = {
-        ...fresh.status,
+      next.status = {
+        ...next.status,
         migration: { ...record, startedAt: new Date().toISOString() },
         state: 'Migrating',
       };
-      return fresh;
+      return next;
     },
     'status',
+    fresh,
   );
   context.logger.info(
     { volume: id, source: record.source, target: record.target, vm: record.vmName, vmiUID: record.vmiUID },
     'live migration recorded',
   );
+  return stored;
 }
 
 /**

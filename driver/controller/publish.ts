@@ -68,7 +68,8 @@ export async function controllerPublishVolume(
     const record = await admitNewEngine(deps, volume, node, engines);
     // The record is written before the engine is asked for, so a migration never runs unrecorded;
     // a record whose target never got its engine ends by the migrator's timeout.
-    if (record !== undefined) await startMigrationRecord(cluster, id, record, context);
+    const recorded =
+      record === undefined ? volume : await startMigrationRecord(cluster, id, record, context, volume);
     await updateVolume(
       cluster,
       id,
@@ -83,7 +84,7 @@ export async function controllerPublishVolume(
         return fresh;
       },
       'spec',
-      volume,
+      recorded,
     );
     context.logger.info({ volume: id, node, engines: [...engines, node] }, 'engine requested');
   }
