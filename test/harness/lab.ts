@@ -225,11 +225,13 @@ export function describeLab(lab: Lab): string {
       ? `  ip netns exec ${lab.network.nodes[1]?.netns} ${process.execPath} ${tandemEntry().join(' ')} engine --join --node-id ${lab.network.nodes[1]?.name} --volume demo-disk --credential-file ${lab.dataPlane.credentialFile} --kubeconfig ${lab.kubeconfigPath} --nbd-socket ${join(lab.dataPlane.dir, 'second.sock')} --metrics-address ${lab.network.nodes[1]?.address}:9520`
       : '',
     '',
-    `The CSI driver: tandem controller (${lab.csi.controllerSocket}) and a node plugin per node; data planes reconcile from the Volumes.`,
+    `The CSI driver: tandem controller (${lab.csi.controllerSocket}), tandem migrator and a node plugin per node; data planes reconcile from the Volumes.`,
     `Volume ${lab.csi.demo.volumeId} was created, published to ${lab.csi.demo.node.name}, staged (ext4) and mounted through it at:`,
     `  ${lab.csi.demo.mountPath}`,
     `  echo hello > ${lab.csi.demo.mountPath}/hello.txt; sync; ${kubectl} get volumes.tandem.dev ${lab.csi.demo.volumeId}`,
     '',
-    'The migrator is not in this build yet; the lab will run a demo migration once it is.',
+    'The migrator decides every live migration of a migratable volume (docs/migrator.md); it keeps each',
+    `Volume's State and Node true: ${kubectl} get volumes.tandem.dev -o wide. A demo VM live-migrating`,
+    'arrives with the VM live-migration issue.',
   ].join('\n');
 }
