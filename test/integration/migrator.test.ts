@@ -375,6 +375,24 @@ describe('migrator: every migration ends in one fenced engine', () => {
     }
   }, 180_000);
 
+  test('the source node is lost while the target runs → confirmed', async () => {
+    const m = await startMigration('srclost');
+    await stack.kill(`dataplane:${n1}`);
+    try {
+      await ended(m, 'Confirm', 'SourceNodeLost', n2);
+    } finally {
+      await stack.startDataplane(n1);
+    }
+  }, 180_000);
+
+  test('both launcher pods gone: the engine stays where the VMI last ran', async () => {
+    const m = await startMigration('gone');
+    // The VMI says it runs on the target (KubeVirt moved it), then both pods vanish at once.
+    await m.kv.setVmiStatus(m.vm, { nodeName: n2 });
+    await Promise.all([m.kv.deletePod('src-gone'), m.kv.deletePod('dst-gone')]);
+    await ended(m, 'Confirm', 'BothPodsGone', n2);
+  }, 180_000);
+
   test('no KubeVirt objects at all (pods only): the source launcher exits → confirmed', async () => {
     const m = await startMigration('pods');
     const custom = kc.makeApiClient(CustomObjectsApi);
