@@ -1,6 +1,7 @@
 import type { MigrationRecord } from '../lib/api/volume.js';
 import { MIGRATION_PHASES } from '../lib/kubevirt/vocabulary.js';
-import { decide, type KubeVirtView, type MigrationEvidence, type PodState, winnerOf } from './decide.js';
+import { winnerOf } from '../lib/migration/record.js';
+import { decide, type KubeVirtView, type MigrationEvidence, type PodState } from './decide.js';
 
 const NOW = Date.parse('2026-12-02T10:00:00Z');
 const record: MigrationRecord = {

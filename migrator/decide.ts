@@ -16,6 +16,7 @@
  * runs (running, or terminating and so possibly still writing). The decision then waits.
  */
 import type { MigrationDecision, MigrationRecord } from '../lib/api/volume.js';
+
 import type { MigrationPhase } from '../lib/kubevirt/vocabulary.js';
 
 /** What a pod of the migration is doing, as far as holding the volume open goes. */
@@ -156,11 +157,4 @@ function rollback(reason: string, evidence: string): Verdict {
 }
 function wait(why: string): Verdict {
   return { waiting: why };
-}
-
-/** The node that keeps its engine: the target on confirm, the source on rollback, none on detach. */
-export function winnerOf(record: MigrationRecord, decision: MigrationDecision): string | undefined {
-  if (decision === 'Confirm') return record.target;
-  if (decision === 'Rollback') return record.source;
-  return undefined;
 }

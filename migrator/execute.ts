@@ -18,7 +18,7 @@ import { eventSubject } from '../driver/controller/volume-events.js';
 import type { MigrationDecision, MigrationRecord, Volume } from '../lib/api/volume.js';
 import type { EventSubject } from '../lib/kube/events.js';
 import { withObservedStatus } from '../lib/migration/observed-state.js';
-import { winnerOf } from './decide.js';
+import { applyDecision, winnerOf } from '../lib/migration/record.js';
 import type { Fencer } from './fence.js';
 import { type MigratorMetrics, resultOf } from './metrics.js';
 import { updateVolume, type VolumeAccess } from './volume-store.js';
@@ -54,22 +54,16 @@ export async function recordDecision(
   input: DecisionInput,
   fresh?: Volume,
 ): Promise<Volume | undefined> {
-  const now = new Date((deps.now ?? Date.now)()).toISOString();
+  const decidedAt = new Date((deps.now ?? Date.now)());
   return updateVolume(
     deps.volumes,
     name,
     'status',
     (volume) => {
       const record = volume.status?.migration;
-      if (record === undefined || record.decision !== undefined) return undefined;
-      record.decision = input.decision;
-      record.phase = input.decision === 'Confirm' ? 'Confirming' : 'RollingBack';
-      record.reason = input.reason;
-      record.evidence = input.evidence.slice(0, 2048);
-      record.observedAt = new Date(input.observedAt).toISOString();
-      record.decidedAt = now;
-      record.decidedBy = input.decidedBy;
-      return volume;
+      if (record === undefined) return undefined;
+      const decision = { ...input, observedAt: new Date(input.observedAt), decidedAt };
+      return applyDecision(record, decision) ? volume : undefined;
     },
     fresh,
   );

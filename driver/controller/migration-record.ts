@@ -9,6 +9,7 @@
  */
 import type { MigrationRecord, Volume } from '../../lib/api/volume.js';
 import { LAUNCHER_ROLE, vmPodLabels } from '../../lib/kubevirt/vocabulary.js';
+import { applyDecision, winnerOf } from '../../lib/migration/record.js';
 import { failedPrecondition, unavailable } from '../csi/errors.js';
 import type { RpcContext } from '../csi/rpc.js';
 import { type ControllerCluster, type PodUse, updateVolume } from './cluster.js';
@@ -36,13 +37,7 @@ export function checkMigrationGuard(volume: Volume, node: string): void {
   const id = volume.metadata.name;
   const sides = [record.source, record.target];
   if (record.decision !== undefined) {
-    const winner =
-      record.decision === 'Confirm'
-        ? record.target
-        : record.decision === 'Rollback'
-          ? record.source
-          : undefined;
-    if (node !== winner)
+    if (node !== winnerOf(record, record.decision))
       throw unavailable(
         `volume ${id}: the live migration ${record.source} -> ${record.target} is ending (${record.decision}, ${record.reason ?? 'no reason'}); retry once it has ended`,
       );
@@ -101,27 +96,27 @@ export async function decideOnUnpublish(
   node: string,
   context: RpcContext,
 ): Promise<void> {
-  const now = new Date().toISOString();
+  const now = new Date();
   const stored = await updateVolume(
     cluster,
     id,
     (fresh) => {
       const m = fresh.status?.migration;
-      if (m === undefined || m.decision !== undefined || (node !== m.source && node !== m.target))
-        return undefined;
+      if (m === undefined || (node !== m.source && node !== m.target)) return undefined;
       const confirm = node === m.source;
-      m.decision = confirm ? 'Confirm' : 'Rollback';
-      m.phase = confirm ? 'Confirming' : 'RollingBack';
-      m.reason = confirm ? 'SourceUnpublished' : 'TargetUnpublished';
-      m.evidence = `ControllerUnpublishVolume for the ${confirm ? 'source' : 'target'} node ${node} arrived before the migrator decided`;
-      m.observedAt = now;
-      m.decidedAt = now;
-      m.decidedBy = 'controller';
-      return fresh;
+      const decided = applyDecision(m, {
+        decision: confirm ? 'Confirm' : 'Rollback',
+        reason: confirm ? 'SourceUnpublished' : 'TargetUnpublished',
+        evidence: `ControllerUnpublishVolume for the ${confirm ? 'source' : 'target'} node ${node} arrived before the migrator decided`,
+        observedAt: now,
+        decidedAt: now,
+        decidedBy: 'controller',
+      });
+      return decided ? fresh : undefined;
     },
     'status',
   );
   const m = stored?.status?.migration;
-  if (m?.decidedBy === 'controller' && m.decidedAt === now)
+  if (m?.decidedBy === 'controller' && m.decidedAt === now.toISOString())
     context.logger.info({ volume: id, node, decision: m.decision }, 'live migration decided by unpublish');
 }
