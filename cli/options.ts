@@ -1,4 +1,5 @@
 import { InvalidArgumentError, Option } from '@commander-js/extra-typings';
+import { CREDENTIAL_NAMESPACE } from '../driver/dataplane/credentials.js';
 import { checkVolumeName } from '../driver/replica/metadata.js';
 import { nodeName, oneOf, parseHostPort, unixSocketPath } from '../lib/config.js';
 import { LOG_LEVELS } from '../lib/log.js';
@@ -24,6 +25,12 @@ export const metricsAddressOption = (defaultAddress: string) =>
     .argParser(parseHostPort)
     .default(parseHostPort(defaultAddress), defaultAddress)
     .env('TANDEM_METRICS_ADDRESS');
+
+/** Tandem's own namespace; `holds` says what the component keeps there. */
+export const namespaceOption = (holds: string) =>
+  new Option('--namespace <ns>', `Tandem's namespace: ${holds}`)
+    .default(CREDENTIAL_NAMESPACE)
+    .env('POD_NAMESPACE');
 
 export const nodeIdOption = () =>
   new Option('--node-id <name>', 'name of the Kubernetes node this runs on')

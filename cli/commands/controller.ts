@@ -5,7 +5,6 @@ import { controllerHandlers } from '../../driver/controller/service.js';
 import { identityHandlers } from '../../driver/csi/identity.js';
 import { csiServices } from '../../driver/csi/proto.js';
 import { CsiServer } from '../../driver/csi/server.js';
-import { CREDENTIAL_NAMESPACE } from '../../driver/dataplane/credentials.js';
 import { durationIn } from '../../lib/config.js';
 import { serveAdmin } from '../../lib/http-admin.js';
 import { loadKubeConfig } from '../../lib/kube/client.js';
@@ -14,7 +13,13 @@ import { defaultIdentity, LeaderElection } from '../../lib/kube/leader-election.
 import { createLogger } from '../../lib/log.js';
 import { createRegistry } from '../../lib/metrics.js';
 import { untilStopSignal } from '../../lib/signals.js';
-import { csiEndpointOption, kubeconfigOption, logLevelOption, metricsAddressOption } from '../options.js';
+import {
+  csiEndpointOption,
+  kubeconfigOption,
+  logLevelOption,
+  metricsAddressOption,
+  namespaceOption,
+} from '../options.js';
 
 export function controllerCommand() {
   return new Command('controller')
@@ -23,11 +28,7 @@ export function controllerCommand() {
     )
     .addOption(csiEndpointOption())
     .addOption(kubeconfigOption())
-    .addOption(
-      new Option('--namespace <ns>', "Tandem's namespace: credential Secrets, node Leases, the leader Lease")
-        .default(CREDENTIAL_NAMESPACE)
-        .env('POD_NAMESPACE'),
-    )
+    .addOption(namespaceOption('credential Secrets, node Leases, the leader Lease'))
     .addOption(
       new Option(
         '--engine-wait <duration>',

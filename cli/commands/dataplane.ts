@@ -2,7 +2,6 @@ import { mkdir } from 'node:fs/promises';
 import { Command, InvalidArgumentError, Option } from '@commander-js/extra-typings';
 import { Registry } from 'prom-client';
 import { DEFAULT_ENGINE_SOCKET_DIR } from '../../driver/csi/node-topology.js';
-import { CREDENTIAL_NAMESPACE } from '../../driver/dataplane/credentials.js';
 import { type NodeAgent, startNodeAgent } from '../../driver/dataplane/node-agent.js';
 import { EnginePool, parseEngineSpec } from '../../driver/engine/engine-pool.js';
 import { KubeMembershipStore } from '../../driver/engine/kube-membership.js';
@@ -16,7 +15,13 @@ import { VolumeClient } from '../../lib/kube/volumes.js';
 import { createLogger } from '../../lib/log.js';
 import { createRegistry } from '../../lib/metrics.js';
 import { untilStopSignal } from '../../lib/signals.js';
-import { kubeconfigOption, logLevelOption, metricsAddressOption, nodeIdOption } from '../options.js';
+import {
+  kubeconfigOption,
+  logLevelOption,
+  metricsAddressOption,
+  namespaceOption,
+  nodeIdOption,
+} from '../options.js';
 
 export function dataplaneCommand() {
   return new Command('dataplane')
@@ -65,11 +70,7 @@ export function dataplaneCommand() {
         .default(DEFAULT_ENGINE_SOCKET_DIR)
         .env('TANDEM_ENGINE_SOCKET_DIR'),
     )
-    .addOption(
-      new Option('--namespace <ns>', "Tandem's namespace: credential Secrets and node Leases")
-        .default(CREDENTIAL_NAMESPACE)
-        .env('POD_NAMESPACE'),
-    )
+    .addOption(namespaceOption('credential Secrets and node Leases'))
     .addOption(
       new Option(
         '--node-lease-duration <duration>',

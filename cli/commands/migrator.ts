@@ -1,8 +1,7 @@
 import { Command, Option } from '@commander-js/extra-typings';
-import { CREDENTIAL_NAMESPACE } from '../../driver/dataplane/credentials.js';
 import { durationIn } from '../../lib/config.js';
 import { runMigrator } from '../../migrator/run.js';
-import { kubeconfigOption, logLevelOption, metricsAddressOption } from '../options.js';
+import { kubeconfigOption, logLevelOption, metricsAddressOption, namespaceOption } from '../options.js';
 
 export function migratorCommand() {
   return new Command('migrator')
@@ -10,11 +9,7 @@ export function migratorCommand() {
       'live-migration state machine (leader-elected by a Lease): confirms or rolls back every migration of a migratable volume from what KubeVirt does, fences the losing engine, measures every migration',
     )
     .addOption(kubeconfigOption())
-    .addOption(
-      new Option('--namespace <ns>', "Tandem's namespace: credential Secrets, node Leases, the leader Lease")
-        .default(CREDENTIAL_NAMESPACE)
-        .env('POD_NAMESPACE'),
-    )
+    .addOption(namespaceOption('credential Secrets, node Leases, the leader Lease'))
     .addOption(
       new Option(
         '--migration-timeout <duration>',
