@@ -15,11 +15,11 @@ import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CoreV1Api, type KubeConfig, makeInformer, type V1Pod } from '@kubernetes/client-node';
-import { CSI_DRIVER_NAME } from '../lib/api/volume.js';
 import { loadKubeConfig } from '../lib/kube/client.js';
 import { installCrds } from '../lib/kube/manifests.js';
 import { VolumeClient } from '../lib/kube/volumes.js';
 import { manifestsDir, packageRoot } from '../lib/paths.js';
+import { createBoundBlockPv } from '../test/harness/bound-pv.js';
 import { TEST_KUBECONFIG_ENV } from '../test/harness/cluster.js';
 import { startControlPlane } from '../test/harness/control-plane.js';
 import { CsiClient, retrying } from '../test/harness/csi-client.js';
@@ -74,19 +74,7 @@ class Migrations {
     this.cleanup.add(`DeleteVolume ${id}`, () =>
       retrying(() => this.controller.call('Controller', 'DeleteVolume', { volume_id: id })),
     );
-    await this.#core.createPersistentVolume({
-      body: {
-        metadata: { name: id },
-        spec: {
-          capacity: { storage: '16Mi' },
-          accessModes: ['ReadWriteMany'],
-          volumeMode: 'Block',
-          persistentVolumeReclaimPolicy: 'Retain',
-          claimRef: { namespace: this.namespace, name: claim },
-          csi: { driver: CSI_DRIVER_NAME, volumeHandle: id },
-        },
-      },
-    });
+    await createBoundBlockPv(this.#core, id, { namespace: this.namespace, name: claim }, '16Mi');
     this.cleanup.add(`PV ${id}`, () => this.#core.deletePersistentVolume({ name: id }).then(() => undefined));
     const publish = (node: string) =>
       retrying(() =>

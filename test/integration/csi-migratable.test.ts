@@ -12,9 +12,9 @@ import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { CoreV1Api, type V1Pod } from '@kubernetes/client-node';
 import { engineSocketPath } from '../../driver/csi/node-topology.js';
-import { CSI_DRIVER_NAME } from '../../lib/api/volume.js';
 import { run } from '../../lib/exec.js';
 import { VolumeClient } from '../../lib/kube/volumes.js';
+import { createBoundBlockPv } from '../harness/bound-pv.js';
 import { testKubeConfig, uniqueName } from '../harness/cluster.js';
 import { CsiClient, retrying } from '../harness/csi-client.js';
 import { CsiStack } from '../harness/csi-stack.js';
@@ -94,19 +94,7 @@ describe('migratable block volume: two engines only for the pods of one VM', () 
 
     // The PV the provisioner would have made, bound to the VM's claim.
     pvName = id;
-    await core.createPersistentVolume({
-      body: {
-        metadata: { name: pvName },
-        spec: {
-          capacity: { storage: '64Mi' },
-          accessModes: ['ReadWriteMany'],
-          volumeMode: 'Block',
-          persistentVolumeReclaimPolicy: 'Retain',
-          claimRef: { namespace, name: CLAIM },
-          csi: { driver: CSI_DRIVER_NAME, volumeHandle: id },
-        },
-      },
-    });
+    await createBoundBlockPv(core, id, { namespace, name: CLAIM }, '64Mi');
     await core.createNamespacedPod({ namespace, body: pod('launcher-src', n1, 'vmi-uid-1') });
 
     // The source engine: the first publish needs no pod check.

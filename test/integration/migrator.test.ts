@@ -14,11 +14,12 @@ import { CoreV1Api, CustomObjectsApi, EventsV1Api } from '@kubernetes/client-nod
 import { engineSocketPath } from '../../driver/csi/node-topology.js';
 import { credentialSecretName } from '../../driver/dataplane/credentials.js';
 import { ReplicaClient, ReplicaError } from '../../driver/replica/client.js';
-import { CSI_DRIVER_NAME, type MigrationRecord, type Volume } from '../../lib/api/volume.js';
+import type { MigrationRecord, Volume } from '../../lib/api/volume.js';
 import { run } from '../../lib/exec.js';
 import { installCrds } from '../../lib/kube/manifests.js';
 import { VolumeClient } from '../../lib/kube/volumes.js';
 import { silentLogger } from '../../lib/log.js';
+import { createBoundBlockPv } from '../harness/bound-pv.js';
 import { eventually, testKubeConfig, uniqueName } from '../harness/cluster.js';
 import { CsiClient, retrying } from '../harness/csi-client.js';
 import { CsiStack } from '../harness/csi-stack.js';
@@ -104,19 +105,7 @@ describe('migrator: every migration ends in one fenced engine', () => {
     );
     const id = created.volume.volume_id;
     pvs.push(id);
-    await core.createPersistentVolume({
-      body: {
-        metadata: { name: id },
-        spec: {
-          capacity: { storage: '16Mi' },
-          accessModes: ['ReadWriteMany'],
-          volumeMode: 'Block',
-          persistentVolumeReclaimPolicy: 'Retain',
-          claimRef: { namespace, name: claim },
-          csi: { driver: CSI_DRIVER_NAME, volumeHandle: id },
-        },
-      },
-    });
+    await createBoundBlockPv(core, id, { namespace, name: claim }, '16Mi');
     const vm = `vm-${tag}`;
     const vmiUid = await kv.createVmi(vm, n1);
     await kv.createLauncher(`src-${tag}`, n1, vm, vmiUid);
