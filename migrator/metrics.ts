@@ -27,6 +27,8 @@ export class MigratorMetrics {
   readonly active: Gauge;
   readonly leader: Gauge;
   readonly reconcileErrors: Counter;
+  /** What `tandem_migrations_active` reports; the leading reconciler points it at its cache. */
+  activeMigrations: () => number = () => 0;
 
   constructor(registry: Registry = createRegistry('migrator')) {
     this.registry = registry;
@@ -59,10 +61,15 @@ export class MigratorMetrics {
       buckets: DECISION_BUCKETS,
       registers: r,
     });
+    const metrics = this;
     this.active = new Gauge({
       name: `${METRIC_PREFIX}migrations_active`,
       help: 'Live migrations in progress (a migration record on the Volume)',
       registers: r,
+      // Counted when scraped, from the leader's cache: not once per reconcile of every volume.
+      collect() {
+        this.set(metrics.activeMigrations());
+      },
     });
     this.leader = new Gauge({
       name: `${METRIC_PREFIX}migrator_leader`,

@@ -119,12 +119,15 @@ export class MigrationReconciler {
       for (const v of this.#volumeCache.list()) this.#queue.add(v.metadata.name);
     }, this.#o.resyncIntervalMs);
     for (const v of this.#volumeCache.list()) this.#queue.add(v.metadata.name);
+    this.#o.metrics.activeMigrations = () =>
+      this.#volumeCache.list().filter((v) => v.status?.migration).length;
     log.info('leading: reconciling migrations');
     await new Promise<void>((resolve) => {
       if (signal.aborted) resolve();
       else signal.addEventListener('abort', () => resolve(), { once: true });
     });
     clearInterval(timer);
+    this.#o.metrics.activeMigrations = () => 0;
     await this.#queue.stop();
     await this.#kubevirt.stop();
     await Promise.all(watches.map((w) => w.stop()));
@@ -157,8 +160,6 @@ export class MigrationReconciler {
       this.#o.metrics.reconcileErrors.inc();
       this.#o.log.warn({ volume: name, err: errorMessage(err) }, 'reconcile failed; retrying');
       throw err;
-    } finally {
-      this.#o.metrics.active.set(this.#volumeCache.list().filter((v) => v.status?.migration).length);
     }
   }
 
