@@ -270,10 +270,8 @@ describe('migrator: every migration ends in one fenced engine', () => {
     await unpublish(m.id, n1);
     expect((await volumes.get(m.id)).spec.engines).toEqual([{ node: n2 }]);
     // Exactly one of the two migrators decided and measured it; the other stood by.
-    const scrape = async (role: 'migrator' | 'migrator:2') =>
-      (await fetch(`http://127.0.0.1:${stack.migratorMetricsPort(role)}/metrics`)).text();
     const both = await Promise.all([scrape('migrator'), scrape('migrator:2')]);
-    const leaders = both.filter((text) => /tandem_migrator_leader\{[^}]*\} 1/.test(text));
+    const leaders = both.filter(leads);
     expect(leaders).toHaveLength(1);
     const metrics = leaders[0] as string;
     expect(both.filter((text) => /tandem_migrations_total\{/.test(text))).toHaveLength(1);
@@ -341,15 +339,15 @@ describe('migrator: every migration ends in one fenced engine', () => {
     await stack.startMigrator(leader);
   }, 180_000);
 
+  type MigratorRole = 'migrator' | 'migrator:2';
+  const scrape = async (role: MigratorRole) =>
+    (await fetch(`http://127.0.0.1:${stack.migratorMetricsPort(role)}/metrics`)).text();
+  const leads = (metrics: string) => /tandem_migrator_leader\{[^}]*\} 1/.test(metrics);
+
   /** The role whose migrator holds the Lease (its leader gauge is 1). */
-  async function leadingMigrator(): Promise<'migrator' | 'migrator:2'> {
+  async function leadingMigrator(): Promise<MigratorRole> {
     return eventually(async () => {
-      for (const role of ['migrator', 'migrator:2'] as const) {
-        const text = await (
-          await fetch(`http://127.0.0.1:${stack.migratorMetricsPort(role)}/metrics`)
-        ).text();
-        if (/tandem_migrator_leader\{[^}]*\} 1/.test(text)) return role;
-      }
+      for (const role of ['migrator', 'migrator:2'] as const) if (leads(await scrape(role))) return role;
       return undefined;
     });
   }
