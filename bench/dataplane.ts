@@ -16,7 +16,7 @@
 import { readFile, stat } from 'node:fs/promises';
 import { availableParallelism, loadavg } from 'node:os';
 import { join } from 'node:path';
-import { waitFor } from '../test/harness/readiness.js';
+import { waitFor } from '../lib/readiness.js';
 import { cpuUse, formatCpu, snapshot } from './cpu.js';
 import { topSelfTime } from './cpuprofile.js';
 import {

@@ -4,12 +4,12 @@ import { Agent, request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CoreV1Api, type KubeConfig, StorageV1Api } from '@kubernetes/client-node';
+import { startControlPlane } from '../lab/control-plane.js';
 import { loadKubeConfig } from '../lib/kube/client.js';
 import { installCrds } from '../lib/kube/manifests.js';
 import { manifestsDir, packageRoot } from '../lib/paths.js';
+import { freePort } from '../lib/ports.js';
 import { spawnTandem } from '../test/harness/cli-process.js';
-import { startControlPlane } from '../test/harness/control-plane.js';
-import { freePort } from '../test/harness/ports.js';
 import { registerWebhookConfigurations } from '../test/harness/webhook-registration.js';
 import { percentile, round, summary } from './stats.js';
 

@@ -20,6 +20,7 @@ import type {
   V1PodDisruptionBudget,
   V1StorageClass,
 } from '@kubernetes/client-node';
+import { toolsBinDir } from '../lab/tools.js';
 import { CSI_DRIVER_NAME } from '../lib/api/volume.js';
 import { parseStorageClassParameters } from '../lib/params/storage-class.js';
 import {
@@ -44,7 +45,6 @@ import {
 } from '../test/harness/driver-manifests.js';
 import { RbacCheck } from '../test/harness/rbac-check.js';
 import { FIELD_VALUES, parseTandem } from '../test/harness/tandem-container-args.js';
-import { toolsBinDir } from '../test/harness/tools.js';
 
 const manifests = await loadManifests();
 const driverObjects = manifests.driver;

@@ -1,11 +1,11 @@
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Command, Option } from '@commander-js/extra-typings';
+import { sweepStaleNetworks } from '../../lab/netns.js';
 import { integerIn, parseDurationMs } from '../../lib/config.js';
 import { createLogger } from '../../lib/log.js';
 import { untilStopSignal } from '../../lib/signals.js';
 import { describeLab, startLab } from '../../test/harness/lab.js';
-import { sweepStaleNetworks } from '../../test/harness/netns.js';
 import { logLevelOption } from '../options.js';
 
 export function labCommand() {

@@ -10,10 +10,10 @@ import { createWriteStream, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CoreV1Api } from '@kubernetes/client-node';
+import { freePort } from '../../lib/ports.js';
+import { canConnect, waitFor } from '../../lib/readiness.js';
 import { exitOf, spawnTandem } from './cli-process.js';
 import { TEST_KUBECONFIG_ENV, testKubeConfig, uniqueName } from './cluster.js';
-import { freePort } from './ports.js';
-import { canConnect, waitFor } from './readiness.js';
 
 export interface StackNode {
   name: string;

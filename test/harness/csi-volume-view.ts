@@ -17,11 +17,11 @@ import { type MountEntry, readMountInfo, splitDeviceNumber } from '../../driver/
 import { devicesDir } from '../../driver/node/stage.js';
 import type { Volume } from '../../lib/api/volume.js';
 import { VolumeClient } from '../../lib/kube/volumes.js';
+import { canConnect } from '../../lib/readiness.js';
 import { testKubeConfig } from './cluster.js';
 import type { CsiStack, StackNode } from './csi-stack.js';
 import { loopDevices, processesWith } from './host-inspection.js';
 import { until } from './polling.js';
-import { canConnect } from './readiness.js';
 
 /** What a node shows of a volume. */
 export interface Attachment {

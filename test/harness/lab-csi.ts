@@ -7,14 +7,14 @@
  */
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { SimulatedNetwork, SimulatedNode } from '../../lab/netns.js';
 import { type Logger, silentLogger } from '../../lib/log.js';
 import { packageRoot } from '../../lib/paths.js';
+import { freePort } from '../../lib/ports.js';
+import { canConnect, waitFor } from '../../lib/readiness.js';
 import { Service } from '../../lib/service.js';
 import { tandemEntry } from './cli-process.js';
 import { CsiClient, capability, retrying } from './csi-client.js';
-import type { SimulatedNetwork, SimulatedNode } from './netns.js';
-import { freePort } from './ports.js';
-import { canConnect, waitFor } from './readiness.js';
 import type { SimDataPlane } from './sim-dataplane.js';
 
 export const DEMO_FS_VOLUME = 'demo-fs';

@@ -1,19 +1,19 @@
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
+import { type ControlPlane, startControlPlane } from '../../lab/control-plane.js';
+import { SimulatedNetwork, type SimulatedNode } from '../../lab/netns.js';
+import { toolPath } from '../../lab/tools.js';
 import { loadKubeConfig } from '../../lib/kube/client.js';
 import { installCrds } from '../../lib/kube/manifests.js';
 import { type Logger, silentLogger } from '../../lib/log.js';
 import { manifestsDir, packageRoot } from '../../lib/paths.js';
 import { isProcessAlive } from '../../lib/pid.js';
+import { freePort } from '../../lib/ports.js';
 import { type RunningWebhook, runWebhook } from '../../webhook/run.js';
 import { tandemEntry } from './cli-process.js';
-import { type ControlPlane, startControlPlane } from './control-plane.js';
 import { type LabCsi, startLabCsi } from './lab-csi.js';
-import { SimulatedNetwork, type SimulatedNode } from './netns.js';
-import { freePort } from './ports.js';
 import { type EngineProcess, SimDataPlane } from './sim-dataplane.js';
-import { toolPath } from './tools.js';
 import { registerWebhookConfigurations } from './webhook-registration.js';
 
 export interface LabOptions {

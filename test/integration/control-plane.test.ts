@@ -1,10 +1,10 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { RbacAuthorizationV1Api, VersionApi } from '@kubernetes/client-node';
+import { type ToolName, toolPath } from '../../lab/tools.js';
 import { run } from '../../lib/exec.js';
 import { packageRoot } from '../../lib/paths.js';
 import { testKubeConfig, uniqueName } from '../harness/cluster.js';
-import { type ToolName, toolPath } from '../harness/tools.js';
 
 /** The version a wrapper module pins for a Go module, read from its go.mod. */
 function pinned(wrapper: string, module: string): string {

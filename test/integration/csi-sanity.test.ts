@@ -9,8 +9,8 @@
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { toolPath } from '../../lab/tools.js';
 import { CsiStack } from '../harness/csi-stack.js';
-import { toolPath } from '../harness/tools.js';
 
 const MiB = 1024 * 1024;
 

@@ -21,11 +21,11 @@ import {
 } from '@kubernetes/client-node';
 import { TOPOLOGY_NODE_KEY } from '../../driver/csi/node-topology.js';
 import { credentialSecretName } from '../../driver/dataplane/credentials.js';
+import { type ToolName, toolPath } from '../../lab/tools.js';
 import { CSI_DRIVER_NAME } from '../../lib/api/volume.js';
 import { VolumeClient } from '../../lib/kube/volumes.js';
 import { eventually, TEST_KUBECONFIG_ENV, testKubeConfig, uniqueName } from '../harness/cluster.js';
 import { CsiStack } from '../harness/csi-stack.js';
-import { type ToolName, toolPath } from '../harness/tools.js';
 
 const MiB = 1024 * 1024;
 

@@ -10,9 +10,9 @@ import { ReplicaClient, ReplicaError } from '../../driver/replica/client.js';
 import { type DecodedFrame, encodeFrame, FrameDecoder, helloProof } from '../../driver/replica/protocol.js';
 import { run } from '../../lib/exec.js';
 import { silentLogger } from '../../lib/log.js';
+import { waitFor } from '../../lib/readiness.js';
 import { type LoopbackDataPlane, startLoopbackDataPlane } from '../harness/dataplane.js';
 import { fioVerify } from '../harness/fio.js';
-import { waitFor } from '../harness/readiness.js';
 
 const MiB = 1024 * 1024;
 const SIZE = 16 * MiB;

@@ -2,10 +2,10 @@ import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { toolPath } from '../../lab/tools.js';
 import { run } from '../../lib/exec.js';
 import { packageRoot } from '../../lib/paths.js';
 import { exitOf, spawnTandem, waitForOutput } from '../harness/cli-process.js';
-import { toolPath } from '../harness/tools.js';
 
 describe('tandem lab (the quick start main job)', () => {
   it('starts a real control plane and simulated nodes, is reachable with kubectl, and leaves nothing after Ctrl-C', async () => {

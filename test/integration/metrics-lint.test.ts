@@ -18,12 +18,12 @@ import { dumpYaml, type KubernetesObject } from '@kubernetes/client-node';
 import { Registry } from 'prom-client';
 import { EngineMetrics } from '../../driver/engine/metrics.js';
 import { ReplicaServerMetrics } from '../../driver/replica/metrics.js';
+import { toolPath } from '../../lab/tools.js';
 import { readManifests } from '../../lib/kube/manifests.js';
 import { createRegistry } from '../../lib/metrics.js';
 import { manifestsDir, packageRoot } from '../../lib/paths.js';
 import { MigratorMetrics, resultOf } from '../../migrator/metrics.js';
 import { AdmissionMetrics } from '../../webhook/metrics.js';
-import { toolPath } from '../harness/tools.js';
 
 /** The migrator's series as `migrator/execute.ts` and the reconciler write them. */
 function migratorRegistry(): Registry {

@@ -15,6 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { CoreV1Api, type KubernetesObject, KubernetesObjectApi } from '@kubernetes/client-node';
+import { toolPath } from '../../lab/tools.js';
 import { applyObjects, installCrds, readManifests } from '../../lib/kube/manifests.js';
 import { manifestsDir } from '../../lib/paths.js';
 import { eventually, TEST_KUBECONFIG_ENV, testKubeConfig } from '../harness/cluster.js';
@@ -26,7 +27,6 @@ import {
   type RightCase,
   rightCases,
 } from '../harness/driver-manifests.js';
-import { toolPath } from '../harness/tools.js';
 
 const run = promisify(execFile);
 

@@ -14,6 +14,7 @@ import { CoreV1Api, CustomObjectsApi, EventsV1Api } from '@kubernetes/client-nod
 import { engineSocketPath } from '../../driver/csi/node-topology.js';
 import { credentialSecretName } from '../../driver/dataplane/credentials.js';
 import { ReplicaClient, ReplicaError } from '../../driver/replica/client.js';
+import { toolPath } from '../../lab/tools.js';
 import type { MigrationRecord, Volume } from '../../lib/api/volume.js';
 import { run } from '../../lib/exec.js';
 import { installCrds } from '../../lib/kube/manifests.js';
@@ -25,7 +26,6 @@ import { CsiClient, retrying } from '../harness/csi-client.js';
 import { CsiStack } from '../harness/csi-stack.js';
 import { fioJobs, fioVerify } from '../harness/fio.js';
 import { KubeVirtActor } from '../harness/kubevirt-actor.js';
-import { toolPath } from '../harness/tools.js';
 
 const MiB = 1024 * 1024;
 const block = { block: {}, access_mode: { mode: 'MULTI_NODE_MULTI_WRITER' } };

@@ -10,9 +10,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { dumpYaml, type KubernetesObject } from '@kubernetes/client-node';
+import { toolPath } from '../../lab/tools.js';
 import { readManifests } from '../../lib/kube/manifests.js';
 import { manifestsDir } from '../../lib/paths.js';
-import { toolPath } from '../harness/tools.js';
 
 // Samples one minute apart; series carry the labels a scrape of the migrator gives them.
 const m = 'component="migrator"';

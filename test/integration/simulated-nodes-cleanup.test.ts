@@ -1,13 +1,13 @@
 import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { sweepStaleNetworks } from '../../lab/netns.js';
 import { packageRoot } from '../../lib/paths.js';
 import { exitOf, waitForOutput } from '../harness/cli-process.js';
-import { sweepStaleNetworks } from '../harness/netns.js';
 
 /** A separate process that creates a simulated network, prints its namespaces and waits. */
 function networkOwner(): ChildProcessWithoutNullStreams {
-  const netns = new URL('../harness/netns.ts', import.meta.url).href;
+  const netns = new URL('../../lab/netns.ts', import.meta.url).href;
   const script = `
     const { SimulatedNetwork } = await import(${JSON.stringify(netns)});
     const net = await SimulatedNetwork.create({ nodes: 2 });

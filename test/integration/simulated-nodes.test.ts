@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
+import { SimulatedNetwork, type SimulatedNode } from '../../lab/netns.js';
 import { run } from '../../lib/exec.js';
-import { SimulatedNetwork, type SimulatedNode } from '../harness/netns.js';
 
 // A tiny TCP echo server and client, run with the same node binary inside the namespaces.
 const SERVER = `require('node:net').createServer((s) => s.on('data', (d) => s.end('pong:' + d))).listen(7070, process.argv[1], () => console.log('listening'))`;

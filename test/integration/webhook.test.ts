@@ -8,9 +8,9 @@ import {
   type V1Pod,
 } from '@kubernetes/client-node';
 import { installCrds } from '../../lib/kube/manifests.js';
+import { freePort } from '../../lib/ports.js';
 import { type RunningWebhook, runWebhook } from '../../webhook/run.js';
 import { eventually, testKubeConfig, uniqueName } from '../harness/cluster.js';
-import { freePort } from '../harness/ports.js';
 import { registerWebhookConfigurations } from '../harness/webhook-registration.js';
 
 /**

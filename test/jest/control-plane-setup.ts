@@ -1,11 +1,11 @@
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { type ControlPlane, startControlPlane } from '../../lab/control-plane.js';
 import { loadKubeConfig } from '../../lib/kube/client.js';
 import { installCrds } from '../../lib/kube/manifests.js';
 import { manifestsDir } from '../../lib/paths.js';
 import { TEST_KUBECONFIG_ENV } from '../harness/cluster.js';
-import { type ControlPlane, startControlPlane } from '../harness/control-plane.js';
 
 declare global {
   var tandemControlPlane: ControlPlane | undefined;

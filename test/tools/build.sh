@@ -18,6 +18,9 @@ cache=${TANDEM_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tandem/tools}
 bin="$repo/.cache/bin"
 export GOTOOLCHAIN=local
 export GOFLAGS=-mod=readonly
+# Static binaries: the kubelet and its peers need no C library, and a static
+# binary runs the same inside any node's mount namespace.
+export CGO_ENABLED=0
 
 # name | wrapper module folder | package to build | version variables to stamp
 # (building from modules skips the projects' release scripts, which set them).
@@ -30,6 +33,10 @@ tools=(
   "etcd|etcd|go.etcd.io/etcd/server/v3|"
   "kube-apiserver|kube|k8s.io/kubernetes/cmd/kube-apiserver|$k8s_stamp"
   "kubectl|kube|k8s.io/kubernetes/cmd/kubectl|$k8s_stamp"
+  "kubelet|kube|k8s.io/kubernetes/cmd/kubelet|$k8s_stamp"
+  "kube-controller-manager|kube|k8s.io/kubernetes/cmd/kube-controller-manager|$k8s_stamp"
+  "kube-scheduler|kube|k8s.io/kubernetes/cmd/kube-scheduler|$k8s_stamp"
+  "kube-proxy|kube|k8s.io/kubernetes/cmd/kube-proxy|$k8s_stamp"
   "csi-sanity|csi-sanity|github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity|-X main.VERSION=@VERSION@"
   "csi-provisioner|csi-provisioner|github.com/kubernetes-csi/external-provisioner/v6/cmd/csi-provisioner|-X main.version=@VERSION@"
   "csi-attacher|csi-attacher|github.com/kubernetes-csi/external-attacher/v4/cmd/csi-attacher|-X main.version=@VERSION@"
@@ -65,7 +72,7 @@ for entry in "${tools[@]}"; do
   stamp=${stamp//@VERSION@/$version}; stamp=${stamp//@MAJOR@/$major}; stamp=${stamp//@MINOR@/$minor}
   stamp=${stamp//@RELEASE@/$release}
   is_wanted "$name" || continue
-  key=$( { echo "$go_version $pkg $stamp"; cat "$here/$dir/go.mod" "$here/$dir/go.sum"; } | sha256sum | cut -c1-16)
+  key=$( { echo "$go_version cgo=$CGO_ENABLED $pkg $stamp"; cat "$here/$dir/go.mod" "$here/$dir/go.sum"; } | sha256sum | cut -c1-16)
   out="$cache/$name-$key/$name"
   if [ ! -x "$out" ]; then
     echo "build.sh: building $name $version ($pkg); with a cold Go cache this takes minutes" >&2

@@ -2,10 +2,10 @@ import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { type RunOptions, type RunResult, run } from '../../lib/exec.js';
-import { type Logger, silentLogger } from '../../lib/log.js';
-import { isProcessAlive } from '../../lib/pid.js';
-import { Service, type ServiceOptions } from '../../lib/service.js';
+import { type RunOptions, type RunResult, run } from '../lib/exec.js';
+import { type Logger, silentLogger } from '../lib/log.js';
+import { isProcessAlive } from '../lib/pid.js';
+import { Service, type ServiceOptions } from '../lib/service.js';
 
 /**
  * Simulated nodes: one network namespace per node, each with its own address,

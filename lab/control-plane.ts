@@ -1,10 +1,10 @@
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { request } from 'node:https';
 import { join } from 'node:path';
-import { type Logger, silentLogger } from '../../lib/log.js';
-import { CertificateAuthority, rsaKeyPairPem } from '../../lib/pki.js';
-import { Service } from '../../lib/service.js';
-import { freePort } from './ports.js';
+import { type Logger, silentLogger } from '../lib/log.js';
+import { CertificateAuthority, rsaKeyPairPem } from '../lib/pki.js';
+import { freePort } from '../lib/ports.js';
+import { Service } from '../lib/service.js';
 import { toolPath } from './tools.js';
 
 export interface ControlPlaneOptions {

@@ -1,6 +1,6 @@
 import { accessSync, constants } from 'node:fs';
 import { join } from 'node:path';
-import { packageRoot } from '../../lib/paths.js';
+import { packageRoot } from '../lib/paths.js';
 
 export type ToolName =
   | 'etcd'
