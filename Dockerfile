@@ -22,7 +22,7 @@ COPY cli ./cli
 COPY driver ./driver
 COPY webhook ./webhook
 COPY migrator ./migrator
-COPY test/harness ./test/harness
+COPY lab ./lab
 RUN npx tsc -p tsconfig.build.json \
  && npm prune --omit=dev
 

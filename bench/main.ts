@@ -6,12 +6,14 @@
 import { benchCsi } from './csi.js';
 import { benchDataplane } from './dataplane.js';
 import { benchMigration } from './migration.js';
+import { benchPods } from './pods.js';
 import { benchWebhook } from './webhook.js';
 
 const BENCHMARKS: Record<string, () => Promise<Record<string, unknown>>> = {
   csi: benchCsi,
   dataplane: benchDataplane,
   migration: benchMigration,
+  pods: benchPods,
   webhook: benchWebhook,
 };
 

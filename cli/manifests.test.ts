@@ -2,7 +2,8 @@
  * The driver and migrator manifests (manifests/driver/, manifests/migrator/,
  * manifests/examples/storageclasses.yaml) agree with the code they deploy: every `tandem` container's arguments parse with the real CLI (same flags, same
  * validating parsers, env vars as the pod sets them), the CSI socket and shared host paths line up
- * between containers and pods, RBAC grants what each component calls, sidecar images match the
+ * between containers and pods (the node plugin's kubelet registration among them), liveness probes
+ * reach the `tandem` containers' /healthz, RBAC grants what each component calls, sidecar images match the
  * versions the integration tests build and run, and (when those are built) the sidecars accept
  * their arguments. The lookups live in test/harness/driver-manifests.ts, the CLI parsing in
  * test/harness/tandem-container-args.ts, the RBAC evaluation in test/harness/rbac-check.ts.
@@ -20,6 +21,7 @@ import type {
   V1PodDisruptionBudget,
   V1StorageClass,
 } from '@kubernetes/client-node';
+import { registrationSocketPath } from '../driver/node/registration.js';
 import { toolsBinDir } from '../lab/tools.js';
 import { CSI_DRIVER_NAME } from '../lib/api/volume.js';
 import { parseStorageClassParameters } from '../lib/params/storage-class.js';
@@ -27,6 +29,9 @@ import {
   builtSidecarVersion,
   container,
   hostPathOf,
+  KUBELET_PLUGINS_DIR,
+  KUBELET_PLUGINS_REGISTRY,
+  livenessHttpGet,
   loadManifests,
   MIGRATOR_ACCOUNT,
   MIGRATOR_FORBIDDEN,
@@ -152,7 +157,7 @@ describe('manifests/driver', () => {
     expect(parsed.command).toBe('controller');
     const socket = onVolume(w, controller, String(parsed.options.csiEndpoint));
     expect(socket.volume.emptyDir).toBeDefined();
-    for (const name of ['csi-provisioner', 'csi-attacher', 'csi-resizer', 'liveness-probe']) {
+    for (const name of ['csi-provisioner', 'csi-attacher', 'csi-resizer']) {
       const c = container(w, name);
       const address = onVolume(w, c, requiredFlag(c, 'csi-address'));
       expect(`${name}: ${address.volume.name}/${address.rest}`).toBe(
@@ -219,20 +224,41 @@ describe('manifests/driver', () => {
     }
   });
 
-  it('registers the node plugin socket with kubelet at its host path', () => {
+  it('registers the node plugin with kubelet itself, naming its socket at its host path', () => {
     const w = workload('tandem-node');
+    // No node-driver-registrar or livenessprobe: `tandem node` does their work.
+    expect(w.pod.containers.map((c) => c.name)).toEqual(['node']);
     const node = container(w, 'node');
     const parsed = parseTandem(node, 'node');
     expect(parsed.command).toBe('node');
-    const endpoint = String(parsed.options.csiEndpoint);
-    const hostSocket = hostPathOf(w, node, endpoint);
-    expect(dirname(hostSocket)).toBe(`/var/lib/kubelet/plugins/${CSI_DRIVER_NAME}`);
-    const registrar = container(w, 'node-driver-registrar');
-    expect(hostPathOf(w, registrar, requiredFlag(registrar, 'csi-address'))).toBe(hostSocket);
-    expect(requiredFlag(registrar, 'kubelet-registration-path')).toBe(hostSocket);
-    expect(hostPathOf(w, registrar, '/registration')).toBe('/var/lib/kubelet/plugins_registry');
-    const probe = container(w, 'liveness-probe');
-    expect(hostPathOf(w, probe, requiredFlag(probe, 'csi-address'))).toBe(hostSocket);
+    const hostSocket = hostPathOf(w, node, String(parsed.options.csiEndpoint));
+    expect(dirname(hostSocket)).toBe(`${KUBELET_PLUGINS_DIR}/${CSI_DRIVER_NAME}`);
+    // GetInfo's endpoint: the plugin-dir hostPath plus the socket's name, where kubelet dials it.
+    expect(parsed.options.kubeletRegistrationPath).toBe(hostSocket);
+    const registrationDir = String(parsed.options.kubeletRegistrationDir);
+    expect(registrationDir).not.toBe('');
+    expect(hostPathOf(w, node, registrationDir)).toBe(KUBELET_PLUGINS_REGISTRY);
+    // kubelet finds the socket by watching the directory; a name starting with '.' it would skip.
+    expect(hostPathOf(w, node, registrationSocketPath(registrationDir))).toBe(
+      `${KUBELET_PLUGINS_REGISTRY}/${CSI_DRIVER_NAME}-reg.sock`,
+    );
+    const registry = onVolume(w, node, registrationDir).volume;
+    expect(registry.hostPath?.type).toBe('Directory');
+  });
+
+  it("probes each tandem container's own /healthz on its metrics port (no livenessprobe sidecar)", () => {
+    for (const name of ['tandem-controller', 'tandem-node']) {
+      const w = workload(name);
+      const c = w.pod.containers.find(isTandem);
+      if (!c) throw new Error(`${name} has no tandem container`);
+      const metrics = parseTandem(c, name).options.metricsAddress as { port: number };
+      expect(`${name}: ${JSON.stringify(livenessHttpGet(w, c))}`).toBe(
+        `${name}: ${JSON.stringify({ path: '/healthz', port: metrics.port })}`,
+      );
+      expect(w.pod.containers.filter((x) => x.image?.includes('/livenessprobe:')).map((x) => x.name)).toEqual(
+        [],
+      );
+    }
   });
 
   it('gives the node plugin the host paths and privileges it needs', () => {

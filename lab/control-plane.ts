@@ -5,6 +5,9 @@ import { type Logger, silentLogger } from '../lib/log.js';
 import { CertificateAuthority, rsaKeyPairPem } from '../lib/pki.js';
 import { freePort } from '../lib/ports.js';
 import { Service } from '../lib/service.js';
+import { firstAddress } from './addresses.js';
+import { startControllers } from './controllers.js';
+import { waitUntil } from './startup.js';
 import { toolPath } from './tools.js';
 
 export interface ControlPlaneOptions {
@@ -16,6 +19,16 @@ export interface ControlPlaneOptions {
   logger?: Logger;
   /** Remove `dir` on stop (default true). */
   removeOnStop?: boolean;
+  /** ClusterIP range (default 198.19.0.0/26); its first address is the `kubernetes` Service's. */
+  serviceCidr?: string;
+  /**
+   * Run a cluster for real kubelets: Node authorization and NodeRestriction, the ServiceAccount
+   * admission plugin, apiserver-to-kubelet credentials, webhooks and aggregated APIs reached at
+   * their endpoints (no kube-proxy runs on the control-plane host), and kube-controller-manager
+   * and kube-scheduler beside the apiserver. Without it the apiserver runs alone and the tests
+   * play the controllers.
+   */
+  withNodes?: boolean;
 }
 
 export interface ControlPlane {
@@ -26,12 +39,19 @@ export interface ControlPlane {
   /** Milliseconds from start to the apiserver reporting /readyz ok. */
   startupMs: number;
   logDir: string;
+  serviceCidr: string;
+  /** The cluster CA, to issue node, proxy and kubelet-serving credentials. */
+  ca: CertificateAuthority;
+  /** Writes a kubeconfig for a client certificate with this user and groups; returns its path. */
+  writeKubeconfig(file: string, user: string, groups?: readonly string[]): Promise<string>;
   stop(): Promise<void>;
 }
 
-/** ClusterIPs are virtual: nothing is ever sent to this range here. */
-const SERVICE_CIDR = '10.96.0.0/16';
-const KUBERNETES_SERVICE_IP = '10.96.0.1';
+/**
+ * Default ClusterIP range: in the project's 198.18.0.0/15, in the 198.19.0.0/24 that no
+ * simulated network takes (they use 198.19.<subnet>.0/24 with subnet >= 1 for pods and Services).
+ */
+const DEFAULT_SERVICE_CIDR = '198.19.0.0/26';
 
 /**
  * Starts a real etcd and kube-apiserver on free ports with freshly generated
@@ -50,7 +70,8 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
   };
   await Promise.all(Object.values(dirs).map((d) => mkdir(d, { recursive: true, mode: 0o700 })));
 
-  const pki = await writePki(dirs.pki, bindAddress);
+  const serviceCidr = options.serviceCidr ?? DEFAULT_SERVICE_CIDR;
+  const pki = await writePki(dirs.pki, bindAddress, firstAddress(serviceCidr));
   const services: Service[] = [];
   const stopAll = async () => {
     for (const service of services.reverse()) await service.stop();
@@ -102,14 +123,28 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
         '--service-account-issuer=https://kubernetes.default.svc.cluster.local',
         `--service-account-key-file=${pki.saPublic}`,
         `--service-account-signing-key-file=${pki.saPrivate}`,
-        `--service-cluster-ip-range=${SERVICE_CIDR}`,
-        '--authorization-mode=RBAC',
+        `--service-cluster-ip-range=${serviceCidr}`,
         '--allow-privileged=true',
-        // No kube-controller-manager runs here, so no namespace gets its "default"
-        // ServiceAccount; the ServiceAccount admission plugin would refuse every pod.
-        '--disable-admission-plugins=ServiceAccount',
         '--enable-priority-and-fairness=false',
         '--profiling=false',
+        ...(options.withNodes
+          ? [
+              '--authorization-mode=Node,RBAC',
+              '--enable-admission-plugins=NodeRestriction',
+              `--kubelet-client-certificate=${pki.kubeletClientCert}`,
+              `--kubelet-client-key=${pki.kubeletClientKey}`,
+              `--kubelet-certificate-authority=${pki.caCert}`,
+              // kubectl logs/exec reach a kubelet at its node address, never a name.
+              '--kubelet-preferred-address-types=InternalIP',
+              // The apiserver's host runs no kube-proxy: webhooks are called at their endpoints.
+              '--enable-aggregator-routing=true',
+            ]
+          : [
+              '--authorization-mode=RBAC',
+              // No kube-controller-manager runs here, so no namespace gets its "default"
+              // ServiceAccount; the ServiceAccount admission plugin would refuse every pod.
+              '--disable-admission-plugins=ServiceAccount',
+            ]),
       ],
       logFile: apiLog,
       logger,
@@ -122,6 +157,25 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
 
     const kubeconfigPath = join(options.dir, 'kubeconfig');
     await writeFile(kubeconfigPath, kubeconfig(server, tls), { mode: 0o600 });
+    const writeKubeconfig = async (file: string, user: string, groups: readonly string[] = []) => {
+      const pair = pki.ca.issue({ commonName: user, organizations: [...groups], usage: 'client' });
+      await writeFile(file, kubeconfig(server, { ca: pki.caPem, cert: pair.cert, key: pair.key }), {
+        mode: 0o600,
+      });
+      return file;
+    };
+    if (options.withNodes) {
+      services.push(
+        ...(await startControllers({
+          dirs,
+          pki,
+          serviceCidr,
+          writeKubeconfig,
+          logger,
+          readyTimeoutMs: options.readyTimeoutMs,
+        })),
+      );
+    }
     const startupMs = Date.now() - started;
     logger.info({ server, kubeconfig: kubeconfigPath, startupMs }, 'control plane ready');
     return {
@@ -130,6 +184,9 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       caCertPem: pki.caPem,
       startupMs,
       logDir: dirs.logs,
+      serviceCidr,
+      ca: pki.ca,
+      writeKubeconfig,
       stop: async () => {
         await stopAll();
         if (options.removeOnStop ?? true) await rm(options.dir, { recursive: true, force: true });
@@ -141,7 +198,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
   }
 }
 
-async function writePki(dir: string, bindAddress: string) {
+async function writePki(dir: string, bindAddress: string, kubernetesServiceIp: string) {
   const ca = CertificateAuthority.create('tandem-test-cluster-ca');
   const serving = ca.issue({
     commonName: 'kube-apiserver',
@@ -153,9 +210,15 @@ async function writePki(dir: string, bindAddress: string) {
       'kubernetes.default.svc',
       'kubernetes.default.svc.cluster.local',
     ],
-    ipAddresses: [...new Set(['127.0.0.1', bindAddress, KUBERNETES_SERVICE_IP])],
+    ipAddresses: [...new Set(['127.0.0.1', bindAddress, kubernetesServiceIp])],
   });
   const admin = ca.issue({ commonName: 'tandem-admin', organizations: ['system:masters'], usage: 'client' });
+  // The apiserver's identity towards kubelets (logs, exec, port-forward), as kubeadm names it.
+  const kubeletClient = ca.issue({
+    commonName: 'kube-apiserver-kubelet-client',
+    organizations: ['system:masters'],
+    usage: 'client',
+  });
   const sa = rsaKeyPairPem();
   const files = {
     caCert: join(dir, 'ca.crt'),
@@ -163,15 +226,19 @@ async function writePki(dir: string, bindAddress: string) {
     servingKey: join(dir, 'apiserver.key'),
     saPublic: join(dir, 'sa.pub'),
     saPrivate: join(dir, 'sa.key'),
+    kubeletClientCert: join(dir, 'apiserver-kubelet-client.crt'),
+    kubeletClientKey: join(dir, 'apiserver-kubelet-client.key'),
   };
   await Promise.all([
+    writeFile(files.kubeletClientCert, kubeletClient.cert),
+    writeFile(files.kubeletClientKey, kubeletClient.key, { mode: 0o600 }),
     writeFile(files.caCert, ca.certPem),
     writeFile(files.servingCert, serving.cert),
     writeFile(files.servingKey, serving.key, { mode: 0o600 }),
     writeFile(files.saPublic, sa.publicKey),
     writeFile(files.saPrivate, sa.privateKey, { mode: 0o600 }),
   ]);
-  return { ...files, caPem: ca.certPem, adminCertPem: admin.cert, adminKeyPem: admin.key };
+  return { ...files, ca, caPem: ca.certPem, adminCertPem: admin.cert, adminKeyPem: admin.key };
 }
 
 function kubeconfig(server: string, tls: { ca: string; cert: string; key: string }): string {
@@ -206,26 +273,4 @@ function httpsOk(url: string, tls: { ca: string; cert: string; key: string }): P
     req.on('timeout', () => req.destroy());
     req.end();
   });
-}
-
-/** Polls `ready` until true; fails fast if the process exits, and on timeout. */
-async function waitUntil(
-  name: string,
-  service: Service,
-  logFile: string,
-  timeoutMs = 60_000,
-  ready: () => Promise<boolean>,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (!service.running) throw new Error(`${name} exited during startup:\n${await logTail(logFile)}`);
-    if (await ready().catch(() => false)) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`${name} not ready after ${timeoutMs} ms:\n${await logTail(logFile)}`);
-}
-
-async function logTail(file: string, lines = 20): Promise<string> {
-  const text = await readFile(file, 'utf8').catch(() => '(no log)');
-  return text.trim().split('\n').slice(-lines).join('\n');
 }

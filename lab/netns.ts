@@ -6,6 +6,8 @@ import { type RunOptions, type RunResult, run } from '../lib/exec.js';
 import { type Logger, silentLogger } from '../lib/log.js';
 import { isProcessAlive } from '../lib/pid.js';
 import { Service, type ServiceOptions } from '../lib/service.js';
+import { killNodeProcessesSync, removeNodeCgroups } from './cgroups.js';
+import { releaseSysctls } from './sysctls.js';
 
 /**
  * Simulated nodes: one network namespace per node, each with its own address,
@@ -38,6 +40,8 @@ interface Claim {
   pid: number;
   netns: string[];
   links: string[];
+  /** cgroup roots of real nodes (lab/real-node.ts): their processes are killed, the cgroups removed. */
+  cgroups?: string[];
 }
 
 const CLAIMS_DIR = '/run/tandem-sim';
@@ -104,6 +108,18 @@ export class SimulatedNetwork {
     await inNode(['link', 'set', 'lo', 'up']);
     await inNode(['addr', 'add', `${node.address}/24`, 'dev', 'eth0']);
     await inNode(['link', 'set', 'eth0', 'up']);
+  }
+
+  /**
+   * Records the cgroup roots of real nodes started on this network, so that destroy(), the exit
+   * handler and the sweeper (after a SIGKILL of this process) kill their processes (containerd's
+   * shims and the pods outlive their parents) and remove the cgroups, then restore the kernel
+   * settings the kubelets changed.
+   */
+  recordCgroups(roots: readonly string[]): void {
+    const claim = readClaim(this.subnet);
+    if (claim)
+      writeClaim(this.subnet, { ...claim, cgroups: [...new Set([...(claim.cgroups ?? []), ...roots])] });
   }
 
   node(name: string): SimulatedNode {
@@ -200,6 +216,11 @@ function readClaim(subnet: number): Claim | undefined {
 
 /** Best-effort, synchronous removal: used by destroy, exit handlers and the sweeper alike. */
 function removeClaimed(subnet: number, claim: Claim | undefined): void {
+  for (const root of claim?.cgroups ?? []) {
+    killNodeProcessesSync(root);
+    removeNodeCgroups(root);
+  }
+  if (claim?.cgroups?.length) releaseSysctls(claim.pid);
   for (const netns of claim?.netns ?? [])
     spawnSync('ip', ['netns', 'del', netns], { stdio: 'ignore', timeout: 10_000 });
   for (const link of claim?.links ?? [])
@@ -265,10 +286,11 @@ function installExitCleanup(): void {
   process.once('exit', cleanAll);
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     process.once(signal, () => {
+      // When someone else handles the signal (the lab does, to delete its workloads and stop
+      // its nodes in order), leave the stop to them: the exit handler still runs at the end.
+      if (process.listenerCount(signal) > 0) return;
       cleanAll();
-      // Re-raise only when nobody else handles the signal (the lab does, to
-      // stop the control plane in order); otherwise leave the exit to them.
-      if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
+      process.kill(process.pid, signal);
     });
   }
 }

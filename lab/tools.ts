@@ -10,7 +10,11 @@ export type ToolName =
   | 'csi-provisioner'
   | 'csi-attacher'
   | 'csi-resizer'
-  | 'promtool';
+  | 'promtool'
+  | 'kubelet'
+  | 'kube-controller-manager'
+  | 'kube-scheduler'
+  | 'kube-proxy';
 
 /** Where test/tools/build.sh links the Go-built tools (override: TANDEM_BIN_DIR). */
 export function toolsBinDir(): string {

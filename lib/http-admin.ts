@@ -1,10 +1,13 @@
 /**
  * A small plain-HTTP endpoint for a component's metrics and admin actions, meant for loopback or
- * the pod network (no secrets pass through it): GET /metrics from a private registry, plus
- * whatever POST actions the component adds (the engine's POST /scrub).
+ * the pod network (no secrets pass through it): GET /metrics from a private registry, GET /healthz
+ * for the kubelet's liveness probe, plus whatever POST actions the component adds (the engine's
+ * POST /scrub).
  */
 import { createServer, type Server } from 'node:http';
 import type { Registry } from 'prom-client';
+import { errorMessage } from './errors.js';
+import type { Logger } from './log.js';
 
 /** An admin action; `body` is the request's JSON body (undefined when empty). */
 export type AdminAction = (body: unknown) => Promise<unknown>;
@@ -12,6 +15,21 @@ export type AdminAction = (body: unknown) => Promise<unknown>;
 /** Thrown by an action to answer with a client error (bad input) instead of 500. */
 export class AdminInputError extends Error {
   override name = 'AdminInputError';
+}
+
+/**
+ * A liveness check: true, or why the process should be restarted (a thrown error counts as its
+ * message). The kubelet's httpGet probe calls /healthz directly: no livenessprobe sidecar.
+ */
+export type HealthCheck = () => Promise<true | string>;
+
+export interface AdminOptions {
+  /** Without one, /healthz answers ok whenever the process serves HTTP. */
+  healthy?: HealthCheck;
+  /** A check that takes longer fails, before the probe's own timeout (3 s in the manifests). */
+  healthTimeoutMs?: number;
+  /** Where failed checks are logged: the kubelet's event gives the status code, not the body. */
+  logger?: Logger;
 }
 
 const MAX_BODY_BYTES = 64 * 1024;
@@ -26,7 +44,10 @@ export async function serveAdmin(
   host: string,
   port: number,
   actions: Record<string, AdminAction> = {},
+  options: AdminOptions = {},
 ): Promise<AdminServer> {
+  const health = options.healthy;
+  const healthTimeoutMs = options.healthTimeoutMs ?? 2500;
   const server: Server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0] ?? '/';
     const reply = (status: number, type: string, body: string) => {
@@ -40,7 +61,15 @@ export async function serveAdmin(
       );
       return;
     }
-    if (req.method === 'GET' && path === '/healthz') return reply(200, 'text/plain', 'ok\n');
+    if (req.method === 'GET' && path === '/healthz') {
+      if (!health) return reply(200, 'text/plain', 'ok\n');
+      checkHealth(health, healthTimeoutMs).then((result) => {
+        if (result === true) return reply(200, 'text/plain', 'ok\n');
+        options.logger?.warn({ reason: result }, 'health check failed');
+        reply(503, 'text/plain', `${result}\n`);
+      });
+      return;
+    }
     const action = req.method === 'POST' ? actions[path] : undefined;
     if (action === undefined) return reply(404, 'text/plain', `no ${req.method} ${path}; try GET /metrics\n`);
     const chunks: Buffer[] = [];
@@ -84,4 +113,20 @@ export async function serveAdmin(
         server.close(() => resolve());
       }),
   };
+}
+
+/** The check's verdict within the time limit; an error or a timeout is a failure with a reason. */
+async function checkHealth(check: HealthCheck, timeoutMs: number): Promise<true | string> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<string>((resolve) => {
+    timer = setTimeout(() => resolve(`health check did not finish within ${timeoutMs} ms`), timeoutMs);
+  });
+  try {
+    const result = await Promise.race([check(), timeout]);
+    return result === true ? true : String(result);
+  } catch (err) {
+    return errorMessage(err);
+  } finally {
+    clearTimeout(timer);
+  }
 }

@@ -12,6 +12,7 @@ import { EventRecorder } from '../../lib/kube/events.js';
 import { defaultIdentity, LeaderElection } from '../../lib/kube/leader-election.js';
 import { createLogger } from '../../lib/log.js';
 import { createRegistry } from '../../lib/metrics.js';
+import { canConnect } from '../../lib/readiness.js';
 import { untilStopSignal } from '../../lib/signals.js';
 import {
   csiEndpointOption,
@@ -54,19 +55,18 @@ export function controllerCommand() {
       const cluster = new KubeControllerCluster(kc, options.namespace);
       const events = new EventRecorder({ kc, log });
       const services = csiServices();
+      // Ready when the API answers the reads every call starts with.
+      const ready = async (): Promise<true> => {
+        await cluster.listNodes();
+        return true;
+      };
       const server = new CsiServer({
         endpoint: options.csiEndpoint,
         logger: log,
         services: [
           {
             definition: services.Identity,
-            // Ready when the API answers the reads every call starts with.
-            handlers: identityHandlers({
-              ready: async () => {
-                await cluster.listNodes();
-                return true;
-              },
-            }),
+            handlers: identityHandlers({ ready }),
           },
           {
             definition: services.Controller,
@@ -74,10 +74,19 @@ export function controllerCommand() {
           },
         ],
       });
+      // What the livenessprobe sidecar checked: Probe's readiness, through the sidecars' socket.
+      const healthy = async (): Promise<true | string> => {
+        await ready();
+        return (await canConnect({ path: server.path }))
+          ? true
+          : `the CSI socket ${server.path} does not accept connections`;
+      };
       const metrics = await serveAdmin(
         createRegistry('controller'),
         options.metricsAddress.host,
         options.metricsAddress.port,
+        {},
+        { healthy, logger: log },
       );
       await server.start();
       const election = new LeaderElection({

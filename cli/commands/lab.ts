@@ -1,24 +1,27 @@
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Command, Option } from '@commander-js/extra-typings';
+import { MAX_REAL_NODES } from '../../lab/addresses.js';
+import { describeLab, startLab } from '../../lab/lab.js';
 import { sweepStaleNetworks } from '../../lab/netns.js';
 import { integerIn, parseDurationMs } from '../../lib/config.js';
 import { createLogger } from '../../lib/log.js';
 import { untilStopSignal } from '../../lib/signals.js';
-import { describeLab, startLab } from '../../test/harness/lab.js';
 import { logLevelOption } from '../options.js';
 
 export function labCommand() {
   return new Command('lab')
-    .description('local lab: a real control plane and simulated nodes on this machine (needs root)')
+    .description(
+      'local lab: a real control plane and real nodes on this machine, Tandem installed from its manifests (needs root)',
+    )
     .addOption(
-      new Option('--nodes <n>', 'number of simulated nodes')
-        .argParser(integerIn(1, 8))
+      new Option('--nodes <n>', 'number of nodes (kubelet + containerd each)')
+        .argParser(integerIn(1, MAX_REAL_NODES))
         .default(3)
         .env('TANDEM_LAB_NODES'),
     )
     .addOption(
-      new Option('--state-dir <path>', 'lab state (certificates, etcd data, logs, kubeconfig)').default(
+      new Option('--state-dir <path>', 'lab state (certificates, etcd data, node folders, logs)').default(
         join(tmpdir(), 'tandem-lab'),
       ),
     )
@@ -28,7 +31,10 @@ export function labCommand() {
         'stop by itself after this long, e.g. 30s (default: run until Ctrl-C)',
       ).argParser(parseDurationMs),
     )
-    .addOption(new Option('--clean', 'remove simulated networks left by labs or tests that died, then exit'))
+    .addOption(new Option('--no-demo', 'do not start the demo workloads'))
+    .addOption(
+      new Option('--clean', 'remove networks, nodes and cgroups left by labs or tests that died, then exit'),
+    )
     .addOption(logLevelOption().default('warn' as const))
     .action(async (options) => {
       const logger = createLogger('lab', options.logLevel);
@@ -36,13 +42,34 @@ export function labCommand() {
         process.stdout.write(`removed ${sweepStaleNetworks(logger)} stale simulated network(s)\n`);
         return;
       }
-      const lab = await startLab({ nodes: options.nodes, stateDir: options.stateDir, logger });
+      process.stdout.write(`Starting the lab: a control plane and ${options.nodes} real node(s)...\n`);
+      const lab = await startLab({
+        nodes: options.nodes,
+        stateDir: options.stateDir,
+        demo: options.demo,
+        logger,
+      });
       process.stdout.write(
         `${describeLab(lab)}\n\n${options.exitAfter === undefined ? 'Press Ctrl-C to stop; everything the lab started is removed.' : `Stopping by itself in ${options.exitAfter} ms.`}\n`,
       );
       await untilStopSignal(options.exitAfter === undefined ? {} : { afterMs: options.exitAfter });
-      process.stdout.write('Stopping the lab...\n');
-      await lab.stop();
+      process.stdout.write('Stopping the lab... (press Ctrl-C again to force)\n');
+      // A second signal while stopping: kill everything now, synchronously, and leave.
+      const force = () => {
+        process.stdout.write('Forcing: killing every process of the lab.\n');
+        lab.forceStop();
+        process.exit(130);
+      };
+      process.once('SIGINT', force);
+      process.once('SIGTERM', force);
+      const problems = await lab.stop();
+      process.removeListener('SIGINT', force);
+      process.removeListener('SIGTERM', force);
+      if (problems.length > 0) {
+        process.stdout.write(`Lab stopped with problems:\n${problems.map((p) => `  - ${p}`).join('\n')}\n`);
+        process.exitCode = 1;
+        return;
+      }
       process.stdout.write('Lab stopped; nothing left running.\n');
     });
 }

@@ -3,11 +3,14 @@ import { identityHandlers } from '../../driver/csi/identity.js';
 import { DEFAULT_ENGINE_SOCKET_DIR } from '../../driver/csi/node-topology.js';
 import { csiServices } from '../../driver/csi/proto.js';
 import { CsiServer } from '../../driver/csi/server.js';
+import { KubeletRegistration } from '../../driver/node/registration.js';
 import { nodeHandlers, nodeReadiness } from '../../driver/node/service.js';
-import { oneOf } from '../../lib/config.js';
+import { oneOf, unixSocketPath } from '../../lib/config.js';
+import { UsageError } from '../../lib/errors.js';
 import { serveAdmin } from '../../lib/http-admin.js';
 import { createLogger } from '../../lib/log.js';
 import { createRegistry } from '../../lib/metrics.js';
+import { canConnect } from '../../lib/readiness.js';
 import { untilStopSignal } from '../../lib/signals.js';
 import { csiEndpointOption, logLevelOption, metricsAddressOption, nodeIdOption } from '../options.js';
 
@@ -15,6 +18,9 @@ const absolutePath = (value: string): string => {
   if (!value.startsWith('/')) throw new InvalidArgumentError(`"${value}" is not an absolute path.`);
   return value;
 };
+
+/** Empty means "do not register" (a test plays the kubelet), so an empty value is legal here. */
+const absolutePathOrEmpty = (value: string): string => (value === '' ? '' : absolutePath(value));
 
 export function nodeCommand() {
   return new Command('node')
@@ -45,19 +51,47 @@ export function nodeCommand() {
         .default('auto' as const)
         .env('TANDEM_NODE_FRONTEND'),
     )
+    .addOption(
+      new Option(
+        '--kubelet-registration-dir <path>',
+        "the kubelet's plugin registration directory (its plugins_registry) as mounted here; empty: do not register with the kubelet",
+      )
+        .argParser(absolutePathOrEmpty)
+        .default('')
+        .env('TANDEM_KUBELET_REGISTRATION_DIR'),
+    )
+    .addOption(
+      new Option(
+        '--kubelet-registration-path <path>',
+        'the CSI socket as the kubelet sees it on the host; required with --kubelet-registration-dir',
+      )
+        .argParser(unixSocketPath)
+        .env('TANDEM_KUBELET_REGISTRATION_PATH'),
+    )
     .addOption(metricsAddressOption('0.0.0.0:9502'))
     .addOption(logLevelOption())
+    .hook('preAction', (command) => {
+      // Here rather than in the action, so a manifest check parsing the arguments sees the refusal.
+      const { kubeletRegistrationDir, kubeletRegistrationPath } = command.opts();
+      if (kubeletRegistrationDir !== '' && kubeletRegistrationPath === undefined)
+        throw new UsageError(
+          '--kubelet-registration-path is required with --kubelet-registration-dir: the kubelet needs the CSI socket as it sees it on the host.',
+        );
+      if (kubeletRegistrationDir === '' && kubeletRegistrationPath !== undefined)
+        throw new UsageError(
+          '--kubelet-registration-path has no effect without --kubelet-registration-dir (where the kubelet looks for plugins).',
+        );
+    })
     .action(async (options) => {
       const logger = createLogger('node', options.logLevel).child({ node: options.nodeId });
+      const ready = nodeReadiness({ stateDir: options.stateDir, frontend: options.frontend });
       const server = new CsiServer({
         endpoint: options.csiEndpoint,
         logger,
         services: [
           {
             definition: csiServices().Identity,
-            handlers: identityHandlers({
-              ready: nodeReadiness({ stateDir: options.stateDir, frontend: options.frontend }),
-            }),
+            handlers: identityHandlers({ ready }),
           },
           {
             definition: csiServices().Node,
@@ -71,10 +105,35 @@ export function nodeCommand() {
         ],
       });
       await server.start();
+      let refused: (error: string) => void = () => {};
+      const refusal = new Promise<string>((resolve) => {
+        refused = resolve;
+      });
+      const registration =
+        options.kubeletRegistrationDir === ''
+          ? undefined
+          : new KubeletRegistration({
+              registrationDir: options.kubeletRegistrationDir,
+              kubeletEndpoint: options.kubeletRegistrationPath ?? '',
+              logger,
+              onRefused: refused,
+            });
+      // After the CSI socket listens: the kubelet calls NodeGetInfo as soon as it sees this one.
+      await registration?.start();
+      // What the livenessprobe sidecar checked (Probe's readiness through the CSI socket), plus
+      // the registration socket, whose loss the kubelet does not heal.
+      const healthy = async (): Promise<true | string> => {
+        if (!(await ready())) return 'not ready';
+        if (!(await canConnect({ path: server.path })))
+          return `the CSI socket ${server.path} does not accept connections`;
+        return registration ? registration.health() : true;
+      };
       const metrics = await serveAdmin(
         createRegistry('node'),
         options.metricsAddress.host,
         options.metricsAddress.port,
+        {},
+        { healthy, logger },
       );
       logger.info(
         {
@@ -82,12 +141,23 @@ export function nodeCommand() {
           engineSocketDir: options.engineSocketDir,
           frontend: options.frontend,
           metricsPort: metrics.port,
+          kubeletRegistration: registration?.socketPath ?? 'off',
         },
         'node service ready',
       );
-      const signal = await untilStopSignal();
-      logger.info({ signal }, 'shutting down');
+      const end = await Promise.race([
+        untilStopSignal().then((signal) => ({ signal: String(signal), refused: undefined })),
+        refusal.then((error) => ({ signal: undefined, refused: error })),
+      ]);
+      logger.info(
+        end.refused === undefined ? { signal: end.signal } : { kubeletError: end.refused },
+        'shutting down',
+      );
+      // The registration socket first: the kubelet unregisters the plugin before its CSI socket goes.
+      await registration?.stop();
       await server.stop();
       await metrics.close();
+      // Like node-driver-registrar: a refused registration restarts the container, which registers anew.
+      if (end.refused !== undefined) process.exitCode = 1;
     });
 }

@@ -2,7 +2,8 @@
  * The YAML under manifests/ as objects, and lookups into it for the manifest checks
  * (cli/manifests.test.ts): objects by kind and name, the driver's workloads and their containers,
  * a sidecar's `--flag=value` arguments, which pod volume (and host path) a container path lives on,
- * the sidecar versions test/tools/build.sh builds, and the API rights the migrator must and must not
+ * the port an HTTP probe asks, kubelet's plugin directories on the host, the sidecar versions
+ * test/tools/build.sh builds, and the API rights the migrator must and must not
  * have (checked against the YAML there and against the real apiserver in
  * test/integration/migrator-rbac.test.ts).
  */
@@ -112,6 +113,24 @@ export function hostPathOf(w: Workload, c: V1Container, path: string): string {
   if (!volume.hostPath) throw new Error(`${w.name}/${c.name}: ${path} is not on a hostPath volume`);
   return join(volume.hostPath.path, rest);
 }
+
+/** A container's HTTP liveness probe: its path and the port number it asks (a named port resolved). */
+export function livenessHttpGet(w: Workload, c: V1Container): { path: string | undefined; port: number } {
+  const get = c.livenessProbe?.httpGet;
+  if (!get) throw new Error(`${w.name}/${c.name} has no httpGet liveness probe`);
+  if (typeof get.port === 'number') return { path: get.path, port: get.port };
+  const port = (c.ports ?? []).find((p) => p.name === get.port)?.containerPort;
+  if (port === undefined)
+    throw new Error(`${w.name}/${c.name}: the probe's port ${get.port} is not declared`);
+  return { path: get.path, port };
+}
+
+/**
+ * kubelet's directories on the host (its defaults under --root-dir=/var/lib/kubelet): the one it
+ * watches for plugins' registration sockets, and the one CSI drivers keep their own sockets in.
+ */
+export const KUBELET_PLUGINS_REGISTRY = '/var/lib/kubelet/plugins_registry';
+export const KUBELET_PLUGINS_DIR = '/var/lib/kubelet/plugins';
 
 /** The CSI sidecars test/tools/build.sh builds, by container name, with their Go modules. */
 export const SIDECAR_MODULES: Record<string, string> = {

@@ -1,0 +1,3 @@
+module tandem.dev/lab/images/pause
+
+go 1.22
