@@ -51,31 +51,53 @@ export async function createNodeCgroups(root: string): Promise<void> {
   await mkdir(pidsCgroup(join(root, 'runtime')), { recursive: true });
 }
 
+/** A cgroup folder and every folder below it, children before their parents (absent: none). */
+function cgroupTree(dir: string): string[] {
+  let entries: string[];
+  try {
+    entries = readdirSync(dir);
+  } catch {
+    return [];
+  }
+  const below: string[] = [];
+  for (const entry of entries) {
+    const child = join(dir, entry);
+    try {
+      if (statSync(child).isDirectory()) below.push(...cgroupTree(child));
+    } catch {
+      // removed meanwhile
+    }
+  }
+  return [...below, dir];
+}
+
 /** Every pid in the node's pids tree, deepest cgroups included. */
 export function nodeProcesses(root: string): number[] {
   const pids = new Set<number>();
-  const walk = (dir: string) => {
-    let entries: string[];
+  for (const dir of cgroupTree(pidsCgroup(root))) {
     try {
       for (const line of readFileSync(join(dir, 'cgroup.procs'), 'utf8').split('\n')) {
         const pid = Number(line);
         if (pid > 0) pids.add(pid);
       }
-      entries = readdirSync(dir);
     } catch {
-      return;
+      // removed meanwhile
     }
-    for (const entry of entries) {
-      const child = join(dir, entry);
-      try {
-        if (statSync(child).isDirectory()) walk(child);
-      } catch {
-        // removed meanwhile
-      }
-    }
-  };
-  walk(pidsCgroup(root));
+  }
   return [...pids];
+}
+
+/** One round of SIGKILL to every process of the node; returns the pids it found (empty: none left). */
+function killRound(root: string): number[] {
+  const found = nodeProcesses(root);
+  for (const pid of found) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // gone already
+    }
+  }
+  return found;
 }
 
 /**
@@ -84,45 +106,22 @@ export function nodeProcesses(root: string): number[] {
  */
 export async function killNodeProcesses(root: string, timeoutMs = 20_000): Promise<number[]> {
   const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const left = nodeProcesses(root);
-    if (left.length === 0 || Date.now() > deadline) return left;
-    for (const pid of left) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        // gone already
-      }
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  while (killRound(root).length > 0 && Date.now() <= deadline) await new Promise((r) => setTimeout(r, 100));
+  return nodeProcesses(root);
 }
 
 /** Removes the node's cgroups in every hierarchy, children first; returns the ones that stayed. */
 export function removeNodeCgroups(root: string): string[] {
   const left: string[] = [];
-  const remove = (dir: string) => {
-    let entries: string[] = [];
-    try {
-      entries = readdirSync(dir);
-    } catch {
-      return;
-    }
-    for (const entry of entries) {
-      const child = join(dir, entry);
+  for (const hierarchy of v1Hierarchies()) {
+    for (const dir of cgroupTree(join(hierarchy, root))) {
       try {
-        if (statSync(child).isDirectory()) remove(child);
-      } catch {
-        // removed meanwhile
+        rmdirSync(dir);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') left.push(dir);
       }
     }
-    try {
-      rmdirSync(dir);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') left.push(dir);
-    }
-  };
-  for (const hierarchy of v1Hierarchies()) remove(join(hierarchy, root));
+  }
   return left;
 }
 
@@ -130,16 +129,6 @@ export function removeNodeCgroups(root: string): string[] {
 export function killNodeProcessesSync(root: string, timeoutMs = 10_000): number[] {
   const deadline = Date.now() + timeoutMs;
   const pause = new Int32Array(new SharedArrayBuffer(4));
-  for (;;) {
-    const left = nodeProcesses(root);
-    if (left.length === 0 || Date.now() > deadline) return left;
-    for (const pid of left) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        // gone already
-      }
-    }
-    Atomics.wait(pause, 0, 0, 100);
-  }
+  while (killRound(root).length > 0 && Date.now() <= deadline) Atomics.wait(pause, 0, 0, 100);
+  return nodeProcesses(root);
 }
