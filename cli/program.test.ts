@@ -87,7 +87,7 @@ describe('tandem CLI', () => {
       /Allowed choices are fatal, error, warn/,
     ],
     ['a log level from the environment', ['migrator'], { TANDEM_LOG_LEVEL: 'verbose' }, /Allowed choices/],
-    ['too many lab nodes', ['lab', '--nodes', '9'], {}, /allowed: 1 to 8/],
+    ['too many lab nodes', ['lab', '--nodes', '9'], {}, /allowed: 1 to 6/],
     ['a migration timeout too short', ['migrator', '--migration-timeout', '1s'], {}, /allowed: 10s to 1h/],
     ['a lab duration without unit', ['lab', '--exit-after', '30'], {}, /use a number with ms, s, m or h/],
     ['an unknown output format', ['status', '-o', 'yaml'], {}, /use one of: table, json/],
