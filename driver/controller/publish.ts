@@ -1,8 +1,9 @@
 /**
  * ControllerPublishVolume / ControllerUnpublishVolume: the nodes that should run an engine are
  * `spec.engines` of the Volume; the node's data plane starts or stops the engine, and the engine
- * registers itself in `status.engines`. Publish returns once that engine serves, unpublish once
- * it is gone, so a VolumeAttachment is attached exactly when I/O can flow.
+ * registers itself in `status.engines`. Publish returns once that engine holds its place (and its
+ * epoch) in the membership, unpublish once it is gone. Its NBD socket answers a moment after it
+ * registers; NodeStageVolume waits for that, so a pod never opens the device before I/O can flow.
  */
 import type { MigrationRecord, Volume } from '../../lib/api/volume.js';
 import { failedPrecondition, invalidArgument, notFound, unavailable } from '../csi/errors.js';

@@ -18,6 +18,7 @@ import { createBoundBlockPv } from '../harness/bound-pv.js';
 import { testKubeConfig, uniqueName } from '../harness/cluster.js';
 import { CsiClient, retrying } from '../harness/csi-client.js';
 import { CsiStack } from '../harness/csi-stack.js';
+import { CsiVolumeView } from '../harness/csi-volume-view.js';
 
 const MiB = 1024 * 1024;
 const CLAIM = 'vm-disk';
@@ -30,6 +31,7 @@ describe('migratable block volume: two engines only for the pods of one VM', () 
   const namespace = uniqueName('vms');
   let stack: CsiStack;
   let controller: CsiClient;
+  let view: CsiVolumeView;
   let pvName = '';
 
   const pod = (
@@ -70,6 +72,7 @@ describe('migratable block volume: two engines only for the pods of one VM', () 
   beforeAll(async () => {
     stack = await CsiStack.start(3);
     controller = new CsiClient(stack.controllerSocket);
+    view = new CsiVolumeView(stack, kc);
     await core.createNamespace({ body: { metadata: { name: namespace } } });
   }, 120_000);
 
@@ -99,6 +102,9 @@ describe('migratable block volume: two engines only for the pods of one VM', () 
 
     // The source engine: the first publish needs no pod check.
     await retrying(() => publish(id, n1));
+    // Publish returns once the engine holds its place (and epoch) in the membership; its socket
+    // answers a moment later, which NodeStage waits for and so does this test in its place.
+    await view.waitForEngineSocket(id, stack.node(n1));
     const source = engineSocketPath(stack.node(n1).engineDir, id);
     const data = randomBytes(MiB);
     const file = join(stack.dir, 'pattern.bin');
@@ -117,6 +123,7 @@ describe('migratable block volume: two engines only for the pods of one VM', () 
     // The migration target of the same VM on n2: the second engine joins the same replicas.
     await core.createNamespacedPod({ namespace, body: pod('launcher-dst', n2, 'vmi-uid-1') });
     await retrying(() => publish(id, n2));
+    await view.waitForEngineSocket(id, stack.node(n2));
     const both = await volumes.get(id);
     expect(both.spec.engines).toEqual([{ node: n1 }, { node: n2 }]);
     expect(both.status?.engines?.map((e) => e.node).sort()).toEqual([n1, n2].sort());
