@@ -35,6 +35,9 @@ export async function benchPods(): Promise<Record<string, unknown>> {
       // Alternating keeps slow drift (caches warming, the apiserver's load) out of the ratio.
       withEmptyDir.push(await timePod(core, `empty-${i}`, false));
       withClaim.push(await timePod(core, `claim-${i}`, true));
+      // Untimed: each sample starts on an empty cluster, and the teardown finds nothing staged.
+      await removeSample(core, `empty-${i}`, false);
+      await removeSample(core, `claim-${i}`, true);
       process.stderr.write(
         `pods: sample ${i + 1}/${SAMPLES}: claim ${withClaim[i]} ms, emptyDir ${withEmptyDir[i]} ms\n`,
       );
@@ -82,6 +85,20 @@ async function timePod(core: CoreV1Api, name: string, useClaim: boolean): Promis
     await new Promise((r) => setTimeout(r, 50));
   }
   throw new Error(`pod ${name} not Ready within 180 s`);
+}
+
+async function removeSample(core: CoreV1Api, name: string, useClaim: boolean): Promise<void> {
+  await core.deleteNamespacedPod({ name, namespace: NS, gracePeriodSeconds: 1 });
+  const deadline = Date.now() + 120_000;
+  while (Date.now() < deadline) {
+    const gone = await core.readNamespacedPod({ name, namespace: NS }).then(
+      () => false,
+      () => true,
+    );
+    if (gone) break;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  if (useClaim) await core.deleteNamespacedPersistentVolumeClaim({ name, namespace: NS });
 }
 
 /** The controller-manager creates the namespace's default ServiceAccount; pods wait for it. */

@@ -113,7 +113,8 @@ export async function killNodeProcesses(root: string, timeoutMs = 20_000): Promi
 /** Removes the node's cgroups in every hierarchy, children first; returns the ones that stayed. */
 export function removeNodeCgroups(root: string): string[] {
   const left: string[] = [];
-  for (const hierarchy of v1Hierarchies()) {
+  // runc also mirrors each container's cgroup into systemd's v2 mount (`unified`) on a hybrid host.
+  for (const hierarchy of [...v1Hierarchies(), join(CGROUP_MOUNT, 'unified')]) {
     for (const dir of cgroupTree(join(hierarchy, root))) {
       try {
         rmdirSync(dir);

@@ -88,7 +88,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
       }),
     );
     const cp = controlPlane;
-    await step('routes', () => addPodRoutes(network, addresses.podCidrs));
+    await step('routes', () => addRoutes(network, addresses.podCidrs, addresses.serviceCidr));
     const cgroupRoots = network.nodes.map((n) => `/tandem-${network.id}-${n.name}`);
     network.recordCgroups(cgroupRoots);
     holdSysctls();
@@ -136,8 +136,21 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
   };
 }
 
-/** Every node (and the host) reaches each node's pods through that node's address. */
-async function addPodRoutes(network: SimulatedNetwork, podCidrs: readonly string[]): Promise<void> {
+/**
+ * Every node (and the host) reaches each node's pods through that node's address. Host-network
+ * processes of a node (the data plane) need a route to the ClusterIPs too: the kernel picks a
+ * route before kube-proxy's OUTPUT rule rewrites the address, and without one the connect fails
+ * with ENETUNREACH. Any next hop does; the host's bridge address is the one every node has.
+ */
+async function addRoutes(
+  network: SimulatedNetwork,
+  podCidrs: readonly string[],
+  serviceCidr: string,
+): Promise<void> {
+  for (const node of network.nodes)
+    await run('ip', ['-n', node.netns, 'route', 'replace', serviceCidr, 'via', network.hostAddress], {
+      timeoutMs: 10_000,
+    });
   for (const [i, target] of network.nodes.entries()) {
     const cidr = podCidrs[i] as string;
     await run('ip', ['route', 'replace', cidr, 'via', target.address], { timeoutMs: 10_000 });

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Fails when the tests left anything behind: processes of the Go-built tools,
 # processes still inside simulated nodes, network namespaces or claims of
-# simulated networks. Run after the test command, on a machine where no lab is
-# running (a running `tandem lab` is, rightly, reported as a leftover).
+# simulated networks, real nodes' cgroups, nbdfuse mounts and loop devices.
+# Run after the test command, on a machine where no lab is running (a running `tandem lab` is, rightly, reported as a leftover).
 set -uo pipefail
 found=0
 report() { echo "leftover: $*" >&2; found=1; }
@@ -18,6 +18,11 @@ for ns in $(ip netns list 2>/dev/null | awk '/^tandem-/{print $1}'); do
 done
 for claim in /run/tandem-sim/*; do
   [ -e "$claim" ] && report "simulated network claim $claim"
+done
+
+# Real nodes (lab/cgroups.ts) create /tandem-<run>-node-N in every cgroup v1 hierarchy.
+for dir in /sys/fs/cgroup/*/tandem-*; do
+  [ -d "$dir" ] && report "cgroup $dir"
 done
 
 # Node attach (nbdfuse + loop devices) must undo itself.

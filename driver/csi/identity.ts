@@ -48,8 +48,9 @@ export function packageVersion(): string {
 
 /**
  * Identity is served by both the controller and the node plugin: the
- * sidecars ask the driver's name and capabilities on start-up, and the
- * liveness-probe sidecar calls Probe every few seconds.
+ * sidecars ask the driver's name and capabilities on start-up, and each
+ * process's own /healthz (lib/http-admin.ts, the kubelet's liveness probe)
+ * checks the readiness Probe reports, in place of the livenessprobe sidecar.
  */
 export function identityHandlers(options: IdentityOptions) {
   const vendorVersion = options.vendorVersion ?? packageVersion();

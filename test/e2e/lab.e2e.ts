@@ -7,8 +7,8 @@ import { run } from '../../lib/exec.js';
 import { exitOf, spawnTandem, waitForOutput } from '../harness/cli-process.js';
 
 /**
- * `tandem lab` as a user runs it, on one real node (the three-node lab with its demo is what
- * real-nodes.test.ts runs on, through the same startLab). Here: the banner, a refused second lab
+ * `tandem lab` as a user runs it, on one real node (real-nodes.e2e.ts runs three nodes through
+ * the same startLab, without the demo). Here: the banner, a refused second lab
  * on the same folder, and the stop a user forces with a second Ctrl-C, which must still leave
  * nothing behind.
  */

@@ -73,7 +73,8 @@ describe('Tandem on real nodes', () => {
       deployment(NS, 'fs-app', {
         claim: 'fs-claim',
         script:
-          'head -c 4194304 /dev/urandom > /data/blob && sha256sum /data/blob > /data/blob.sha256 && sync && trap "exit 0" TERM; while true; do sleep 1; done',
+          // Writes its blob once: the pods that follow find it and only keep the volume in use.
+          '[ -s /data/blob.sha256 ] || { head -c 4194304 /dev/urandom > /data/blob && sha256sum /data/blob > /data/blob.sha256 && sync; }; trap "exit 0" TERM; while true; do sleep 1; done',
       }),
     );
     const first = await deploymentPod('fs-app');
@@ -84,8 +85,8 @@ describe('Tandem on real nodes', () => {
       await env.kubectl('-n', NS, 'delete', 'pod', first.name, '--wait=false');
       const second = await deploymentPod('fs-app', first.node);
       expect(second.node).not.toBe(first.node);
-      // The new pod's script writes a new blob; read the old checksum file before it does.
-      expect(await env.exec(NS, second.name, 'cat /data/blob.sha256')).toBe(before);
+      // The blob read back on the new node hashes to what the first pod recorded.
+      expect(await env.exec(NS, second.name, 'sha256sum /data/blob')).toBe(before);
     } finally {
       await env.kubectl('uncordon', first.node);
     }
@@ -259,7 +260,7 @@ describe('Tandem on real nodes', () => {
     }
   }, 400_000);
 
-  it('keeps a writing pod going while DaemonSets recreate its node plugin; records what a data-plane restart does', async () => {
+  it('recreates the node plugin and the data plane under a writing pod, records what its I/O sees, and still stops the pod cleanly', async () => {
     // Appends a numbered 4 KiB block with O_DIRECT and fsync every 100 ms; counts failures.
     const writer =
       'i=0; errors=0; while true; do i=$((i+1)); if ! (printf "%08d" $i; head -c 4088 /dev/zero) | dd of=/data/log bs=4096 seek=$((i % 4096)) conv=notrunc,fsync oflag=direct status=none 2>>/tmp/err; then errors=$((errors+1)); fi; echo "$i $errors" > /tmp/progress; sleep 0.1; done';
@@ -311,15 +312,16 @@ describe('Tandem on real nodes', () => {
       return { writes: end.writes - start.writes, errors: end.errors - start.errors };
     };
     await new Promise((r) => setTimeout(r, 2_000));
+    const before = await progress();
+    expect(before.writes).toBeGreaterThan(10);
+    expect(before.errors).toBe(0);
+    // Recorded, not asserted (the issue asks what happens; the fault-campaign issue makes both
+    // invisible): nbdfuse runs in the node plugin's container and dies with it, the engines in
+    // the data-plane pod. docs/testing.md keeps the figures.
     const nodePlugin = await restart('node');
-    // The node plugin holds no I/O path: its restart must go unnoticed.
-    expect(nodePlugin.errors).toBe(0);
-    expect(nodePlugin.writes).toBeGreaterThan(10);
     const dataPlane = await restart('dataplane');
-    // Recorded, not asserted: the engines live in the data-plane pod (the fault-campaign issue
-    // makes this restart invisible; docs/testing.md keeps the figures).
     console.log(
-      `data-plane restart under a writing pod: ${JSON.stringify(dataPlane)}; node-plugin restart: ${JSON.stringify(nodePlugin)}`,
+      `under a writing pod (4 KiB O_DIRECT+fsync every 100 ms): node-plugin restart ${JSON.stringify(nodePlugin)}, data-plane restart ${JSON.stringify(dataPlane)}`,
     );
     await env.kubectl(
       '-n',

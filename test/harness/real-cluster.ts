@@ -1,13 +1,14 @@
 /**
- * Tandem installed on a cluster of real nodes (lab/cluster.ts + lab/install.ts), with the few
+ * Tandem installed on a cluster of real nodes (the lab, lab/lab.ts, without its demo), with the few
  * verbs the end-to-end tests need: apply objects, wait for pods, exec into them, read events.
  * Everything goes through kubectl, as a user's checks would.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type Cluster, startCluster } from '../../lab/cluster.js';
-import { installTandem, podReport } from '../../lab/install.js';
+import type { Cluster } from '../../lab/cluster.js';
+import { podReport } from '../../lab/install.js';
+import { startLab } from '../../lab/lab.js';
 import { createLogger } from '../../lib/log.js';
 import { waitFor } from '../../lib/readiness.js';
 
@@ -37,24 +38,14 @@ export interface PodFacts {
 }
 
 export async function startTandemCluster(nodes = 3): Promise<TandemCluster> {
-  const dir = await mkdtemp(join(tmpdir(), 'tandem-e2e-'));
+  const stateDir = await mkdtemp(join(tmpdir(), 'tandem-e2e-'));
   const logger = createLogger('e2e', process.env.TANDEM_TEST_LOG_LEVEL === 'debug' ? 'debug' : 'warn');
-  const cluster = await startCluster({ nodes, dir, logger }).catch(async (err: unknown) => {
-    await rm(dir, { recursive: true, force: true });
+  // The lab without its demo: the same start-up, install and teardown a user gets from `make lab`.
+  const lab = await startLab({ nodes, stateDir, demo: false, logger }).catch(async (err: unknown) => {
+    await rm(stateDir, { recursive: true, force: true });
     throw err;
   });
-  const stop = async () => {
-    const problems = await cluster.stop();
-    await rm(dir, { recursive: true, force: true });
-    return problems;
-  };
-  let installMs = 0;
-  try {
-    installMs = (await installTandem(cluster)).ms;
-  } catch (err) {
-    await stop();
-    throw err;
-  }
+  const { cluster } = lab;
   const kubectl = async (...args: string[]) => (await cluster.kubectl(args, { timeoutMs: 120_000 })).stdout;
   const podFacts = async (namespace: string, pod: string): Promise<PodFacts | undefined> => {
     const out = await cluster.kubectl(
@@ -67,7 +58,7 @@ export async function startTandemCluster(nodes = 3): Promise<TandemCluster> {
   };
   return {
     cluster,
-    installMs,
+    installMs: lab.installMs,
     apply: async (...objects) => {
       await cluster.kubectl(['apply', '-f', '-'], {
         input: objects.map((o) => JSON.stringify(o)).join('\n'),
@@ -112,6 +103,6 @@ export async function startTandemCluster(nodes = 3): Promise<TandemCluster> {
       );
       return out.stdout.split('\n').filter((line) => line.trim() !== '');
     },
-    stop,
+    stop: () => lab.stop(),
   };
 }
