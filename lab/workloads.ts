@@ -30,6 +30,7 @@ export interface PodSpec {
   /** Filesystem claims are mounted at /data, Block claims appear as /dev/tandem. */
   block?: boolean;
   script?: string;
+  /** Pins the pod to this node (by its kubernetes.io/hostname label). */
   node?: string;
   labels?: Record<string, string>;
 }
@@ -38,7 +39,10 @@ const SLEEP_FOREVER = 'trap "exit 0" TERM; while true; do sleep 1; done';
 
 function podTemplateSpec(spec: PodSpec) {
   return {
-    ...(spec.node === undefined ? {} : { nodeName: spec.node }),
+    // A node selector, not nodeName: a pod bound by nodeName skips the scheduler, and a
+    // WaitForFirstConsumer claim is provisioned only once the scheduler picked its pod's node.
+    // KubeVirt places a migration's target pod the same way (node affinity to the target).
+    ...(spec.node === undefined ? {} : { nodeSelector: { 'kubernetes.io/hostname': spec.node } }),
     terminationGracePeriodSeconds: 2,
     // Writes to the volume and to raw devices as root; Tandem's image defaults to uid 1000.
     securityContext: { runAsUser: 0 },

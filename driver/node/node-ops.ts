@@ -11,7 +11,8 @@ import { existsSync } from 'node:fs';
 import { readFile, realpath, rm, rmdir, stat, statfs } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { basename } from 'node:path';
-import { run } from '../../lib/exec.js';
+import { CommandError, run } from '../../lib/exec.js';
+import { failedPrecondition } from '../csi/errors.js';
 import { probeExportSizes } from '../nbd/probe.js';
 import { attachBlockDevice, detachBlockDevice } from './block-device.js';
 import { type EnsureResult, ensureFilesystem, type FsType } from './filesystem.js';
@@ -264,7 +265,14 @@ export function systemOps(options: SystemOpsOptions): NodeOps {
           );
       }
       // With the filesystem mounted, resize2fs grows it online (the kernel's resize ioctl).
-      await runner('resize2fs', [device], { timeoutMs: 600_000 });
+      await runner('resize2fs', [device], { timeoutMs: 600_000 }).catch((err: unknown) => {
+        // ext4's resize ioctl needs CAP_SYS_RESOURCE; a node whose root lacks it can grow xfs only.
+        if (err instanceof CommandError && /Permission denied to resize/.test(err.stderr))
+          throw failedPrecondition(
+            `resize2fs ${device}: the kernel refused to grow ext4 online (the node plugin lacks CAP_SYS_RESOURCE, or the filesystem has recorded errors; see dmesg). The volume itself has grown; on such nodes use a class with fsType xfs, which grows online without it`,
+          );
+        throw err;
+      });
     },
     statfs: async (path) => {
       const s = await statfs(path);
