@@ -6,7 +6,6 @@ import { describeLab, startLab } from '../../lab/lab.js';
 import { sweepStaleNetworks } from '../../lab/netns.js';
 import { integerIn, parseDurationMs } from '../../lib/config.js';
 import { createLogger } from '../../lib/log.js';
-import { untilStopSignal } from '../../lib/signals.js';
 import { logLevelOption } from '../options.js';
 
 export function labCommand() {
@@ -49,22 +48,35 @@ export function labCommand() {
         demo: options.demo,
         logger,
       });
-      process.stdout.write(
-        `${describeLab(lab)}\n\n${options.exitAfter === undefined ? 'Press Ctrl-C to stop; everything the lab started is removed.' : `Stopping by itself in ${options.exitAfter} ms.`}\n`,
-      );
-      await untilStopSignal(options.exitAfter === undefined ? {} : { afterMs: options.exitAfter });
-      process.stdout.write('Stopping the lab... (press Ctrl-C again to force)\n');
-      // A second signal while stopping: kill everything now, synchronously, and leave.
-      const force = () => {
+      // One listener for the lab's whole life: the first signal stops it in order, a second one
+      // forces. Swapping listeners between the two would leave a moment with none, in which
+      // the kernel's default action (death, nothing cleaned) would take a quick second Ctrl-C.
+      let stopRequested: () => void = () => undefined;
+      const stopping = new Promise<void>((resolve) => {
+        stopRequested = resolve;
+      });
+      let stopBegun = false;
+      const onSignal = () => {
+        if (!stopBegun) {
+          stopRequested();
+          return;
+        }
         process.stdout.write('Forcing: killing every process of the lab.\n');
         lab.forceStop();
         process.exit(130);
       };
-      process.once('SIGINT', force);
-      process.once('SIGTERM', force);
+      process.on('SIGINT', onSignal);
+      process.on('SIGTERM', onSignal);
+      if (options.exitAfter !== undefined) setTimeout(stopRequested, options.exitAfter).unref();
+      process.stdout.write(
+        `${describeLab(lab)}\n\n${options.exitAfter === undefined ? 'Press Ctrl-C to stop; everything the lab started is removed.' : `Stopping by itself in ${options.exitAfter} ms.`}\n`,
+      );
+      await stopping;
+      stopBegun = true;
+      process.stdout.write('Stopping the lab... (press Ctrl-C again to force)\n');
       const problems = await lab.stop();
-      process.removeListener('SIGINT', force);
-      process.removeListener('SIGTERM', force);
+      process.removeListener('SIGINT', onSignal);
+      process.removeListener('SIGTERM', onSignal);
       if (problems.length > 0) {
         process.stdout.write(`Lab stopped with problems:\n${problems.map((p) => `  - ${p}`).join('\n')}\n`);
         process.exitCode = 1;

@@ -1,5 +1,5 @@
 import { existsSync, readdirSync } from 'node:fs';
-import { mkdtemp } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { toolPath } from '../../lab/tools.js';
@@ -14,7 +14,8 @@ import { exitOf, spawnTandem, waitForOutput } from '../harness/cli-process.js';
  */
 describe('tandem lab (the quick start main job)', () => {
   it('starts real nodes with Tandem installed, refuses a second lab on its folder, and a forced stop leaves nothing', async () => {
-    const stateDir = join(await mkdtemp(join(tmpdir(), 'lab-test-')), 'state');
+    const parent = await mkdtemp(join(tmpdir(), 'lab-test-'));
+    const stateDir = join(parent, 'state');
     const lab = spawnTandem([
       'lab',
       '--nodes',
@@ -25,6 +26,9 @@ describe('tandem lab (the quick start main job)', () => {
       '--exit-after',
       '10m',
     ]);
+    let output = '';
+    lab.stdout.on('data', (d: Buffer) => (output += d));
+    lab.stderr.on('data', (d: Buffer) => (output += d));
     try {
       const banner = await waitForOutput(lab, 'Stopping by itself', 600_000);
       const kubeconfig = /export KUBECONFIG=(\S+)/.exec(banner)?.[1] ?? '';
@@ -57,7 +61,8 @@ describe('tandem lab (the quick start main job)', () => {
       lab.kill('SIGINT');
       await stopping;
       lab.kill('SIGINT');
-      expect(await exitOf(lab)).toBe(130);
+      const code = await exitOf(lab);
+      expect({ code, signal: lab.signalCode, output }).toMatchObject({ code: 130, signal: null });
       expect(existsSync(`/run/netns/${netns}`)).toBe(false);
       const id = netns.split('-')[1] ?? '';
       expect(readdirSync('/sys/fs/cgroup/pids').filter((d) => d.startsWith(`tandem-${id}-`))).toEqual([]);
@@ -65,6 +70,8 @@ describe('tandem lab (the quick start main job)', () => {
       expect(leftovers.stdout).toBe('');
     } finally {
       if (lab.exitCode === null) lab.kill('SIGKILL');
+      // A forced stop leaves the state folder (certificates, logs) for a look; the test's is removed.
+      await rm(parent, { recursive: true, force: true });
     }
   }, 900_000);
 });

@@ -7,6 +7,13 @@
  */
 
 import { claim, deployment, namespace, pod } from '../../lab/workloads.js';
+import {
+  APP_LABEL,
+  CREATED_BY_LABEL,
+  LAUNCHER_ROLE,
+  MIGRATION_JOB_LABEL,
+  VM_NAME_LABEL,
+} from '../../lib/kubevirt/vocabulary.js';
 import { startTandemCluster, type TandemCluster } from '../harness/real-cluster.js';
 
 const NS = 'e2e';
@@ -149,115 +156,126 @@ describe('Tandem on real nodes', () => {
   }, 200_000);
 
   it('opens a migratable claim from two pods of one VM on two nodes, and refuses another VM (webhook and driver)', async () => {
-    const launcher = (vm: string, uid: string) => ({
-      'kubevirt.io': 'virt-launcher',
-      'vm.kubevirt.io/name': vm,
-      'kubevirt.io/created-by': uid,
+    // KubeVirt's labels on virt-launcher pods; a migration's target pod also carries the job's UID.
+    const launcher = (vm: string, uid: string, migrationJob?: string) => ({
+      [APP_LABEL]: LAUNCHER_ROLE,
+      [VM_NAME_LABEL]: vm,
+      [CREATED_BY_LABEL]: uid,
+      ...(migrationJob === undefined ? {} : { [MIGRATION_JOB_LABEL]: migrationJob }),
     });
     const migratable = {
       storageClass: 'tandem-migratable',
       accessModes: ['ReadWriteMany'],
       volumeMode: 'Block' as const,
     };
-    await env.apply(
-      claim(NS, 'vm-disk', migratable),
-      pod(NS, 'launcher-a-source', {
-        claim: 'vm-disk',
-        block: true,
-        node: 'node-1',
-        labels: launcher('vm-a', 'uid-a'),
-      }),
-    );
-    await env.waitForPod(NS, 'launcher-a-source');
-    await env.apply(
-      pod(NS, 'launcher-a-target', {
-        claim: 'vm-disk',
-        block: true,
-        node: 'node-2',
-        labels: launcher('vm-a', 'uid-a'),
-      }),
-    );
-    await env.waitForPod(NS, 'launcher-a-target');
-    // Both see the same disk: what the source writes, the target reads (direct I/O on both).
-    await env.exec(
-      NS,
-      'launcher-a-source',
-      'echo tandem-migratable | dd of=/dev/tandem bs=4096 conv=sync,fsync oflag=direct status=none',
-    );
-    expect(
-      await env.exec(
-        NS,
-        'launcher-a-target',
-        'dd if=/dev/tandem bs=4096 count=1 iflag=direct status=none | head -c 17',
-      ),
-    ).toBe('tandem-migratable');
-
-    const refused = await env.cluster.kubectl(['apply', '-f', '-'], {
-      input: JSON.stringify(
-        pod(NS, 'launcher-b', {
+    try {
+      await env.apply(
+        claim(NS, 'vm-disk', migratable),
+        pod(NS, 'launcher-a-source', {
           claim: 'vm-disk',
           block: true,
-          node: 'node-3',
+          node: 'node-1',
+          labels: launcher('vm-a', 'uid-a'),
+        }),
+      );
+      await env.waitForPod(NS, 'launcher-a-source');
+      await env.apply(
+        pod(NS, 'launcher-a-target', {
+          claim: 'vm-disk',
+          block: true,
+          node: 'node-2',
+          labels: launcher('vm-a', 'uid-a', 'migration-uid-a'),
+        }),
+      );
+      await env.waitForPod(NS, 'launcher-a-target');
+      // Both see the same disk: what the source writes, the target reads (direct I/O on both).
+      await env.exec(
+        NS,
+        'launcher-a-source',
+        'echo tandem-migratable | dd of=/dev/tandem bs=4096 conv=sync,fsync oflag=direct status=none',
+      );
+      expect(
+        await env.exec(
+          NS,
+          'launcher-a-target',
+          'dd if=/dev/tandem bs=4096 count=1 iflag=direct status=none | head -c 17',
+        ),
+      ).toBe('tandem-migratable');
+
+      const refused = await env.cluster.kubectl(['apply', '-f', '-'], {
+        input: JSON.stringify(
+          pod(NS, 'launcher-b', {
+            claim: 'vm-disk',
+            block: true,
+            node: 'node-3',
+            labels: launcher('vm-b', 'uid-b'),
+          }),
+        ),
+        allowFailure: true,
+      });
+      expect(refused.code).not.toBe(0);
+      expect(refused.stderr).toMatch(
+        /pods\.validate\.tandem\.dev.*of VM .*vm-b.* may not use claim vm-disk/s,
+      );
+
+      // kube-system is outside the webhook's namespaces: there the driver alone must refuse.
+      await env.apply(
+        claim('kube-system', 'vm-disk', migratable),
+        pod('kube-system', 'launcher-a', {
+          claim: 'vm-disk',
+          block: true,
+          node: 'node-1',
+          labels: launcher('vm-a', 'uid-a'),
+        }),
+      );
+      await env.waitForPod('kube-system', 'launcher-a');
+      await env.apply(
+        pod('kube-system', 'launcher-b', {
+          claim: 'vm-disk',
+          block: true,
+          node: 'node-2',
           labels: launcher('vm-b', 'uid-b'),
         }),
-      ),
-      allowFailure: true,
-    });
-    expect(refused.code).not.toBe(0);
-    expect(refused.stderr).toMatch(/pods\.validate\.tandem\.dev.*of VM .*vm-b.* may not use claim vm-disk/s);
-
-    // kube-system is outside the webhook's namespaces: there the driver alone must refuse.
-    await env.apply(
-      claim('kube-system', 'vm-disk', migratable),
-      pod('kube-system', 'launcher-a', {
-        claim: 'vm-disk',
-        block: true,
-        node: 'node-1',
-        labels: launcher('vm-a', 'uid-a'),
-      }),
-    );
-    await env.waitForPod('kube-system', 'launcher-a');
-    await env.apply(
-      pod('kube-system', 'launcher-b', {
-        claim: 'vm-disk',
-        block: true,
-        node: 'node-2',
-        labels: launcher('vm-b', 'uid-b'),
-      }),
-    );
-    const deadline = Date.now() + 90_000;
-    let events: string[] = [];
-    while (Date.now() < deadline) {
-      events = await env.events('kube-system', 'launcher-b');
-      if (events.some((e) => /^Failed(Attach|Map|Mount)/.test(e) && /vm-b|VM/.test(e))) break;
-      await new Promise((r) => setTimeout(r, 1_000));
+      );
+      const deadline = Date.now() + 90_000;
+      let events: string[] = [];
+      while (Date.now() < deadline) {
+        events = await env.events('kube-system', 'launcher-b');
+        if (events.some((e) => /^Failed(Attach|Map|Mount)/.test(e) && /vm-b|VM/.test(e))) break;
+        await new Promise((r) => setTimeout(r, 1_000));
+      }
+      expect(events.join('\n')).toMatch(/Failed(Attach|Map|Mount)Volume?.*VM/);
+      expect(
+        (
+          await env.kubectl('-n', 'kube-system', 'get', 'pod', 'launcher-b', '-o', 'jsonpath={.status.phase}')
+        ).trim(),
+      ).toBe('Pending');
+    } finally {
+      // Also after a failure: the drain below refuses pods without a controller.
+      await env.kubectl(
+        '-n',
+        'kube-system',
+        'delete',
+        'pod',
+        'launcher-a',
+        'launcher-b',
+        '--ignore-not-found',
+        '--wait=true',
+        '--timeout=120s',
+      );
+      await env.kubectl(
+        '-n',
+        NS,
+        'delete',
+        'pod',
+        'launcher-a-source',
+        'launcher-a-target',
+        'launcher-b',
+        '--ignore-not-found',
+        '--wait=true',
+        '--timeout=120s',
+      );
     }
-    expect(events.join('\n')).toMatch(/Failed(Attach|Map|Mount)Volume?.*VM/);
-    expect(
-      (
-        await env.kubectl('-n', 'kube-system', 'get', 'pod', 'launcher-b', '-o', 'jsonpath={.status.phase}')
-      ).trim(),
-    ).toBe('Pending');
-    await env.kubectl(
-      '-n',
-      'kube-system',
-      'delete',
-      'pod',
-      'launcher-a',
-      'launcher-b',
-      '--wait=true',
-      '--timeout=120s',
-    );
-    await env.kubectl(
-      '-n',
-      NS,
-      'delete',
-      'pod',
-      'launcher-a-source',
-      'launcher-a-target',
-      '--wait=true',
-      '--timeout=120s',
-    );
   }, 400_000);
 
   it('drains a node with a volume in use: the pod moves with its data', async () => {
