@@ -1,6 +1,6 @@
 /**
  * How a long-running component waits to be stopped: the first SIGINT or SIGTERM, or, when
- * `afterMs` is given, that much time (the lab's --exit-after), whichever comes first.
+ * `afterMs` is given, that much time, whichever comes first.
  */
 export function untilStopSignal(options: { afterMs?: number } = {}): Promise<NodeJS.Signals | 'timeout'> {
   return new Promise((resolve) => {
