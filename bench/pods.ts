@@ -12,6 +12,7 @@ import { startLab } from '../lab/lab.js';
 import { claim, namespace, pod } from '../lab/workloads.js';
 import { loadKubeConfig } from '../lib/kube/client.js';
 import { createLogger } from '../lib/log.js';
+import { waitFor } from '../lib/readiness.js';
 import { round, summary } from './stats.js';
 
 const SAMPLES = Number(process.env.TANDEM_BENCH_PODS ?? 20);
@@ -89,15 +90,15 @@ async function timePod(core: CoreV1Api, name: string, useClaim: boolean): Promis
 
 async function removeSample(core: CoreV1Api, name: string, useClaim: boolean): Promise<void> {
   await core.deleteNamespacedPod({ name, namespace: NS, gracePeriodSeconds: 1 });
-  const deadline = Date.now() + 120_000;
-  while (Date.now() < deadline) {
-    const gone = await core.readNamespacedPod({ name, namespace: NS }).then(
-      () => false,
-      () => true,
-    );
-    if (gone) break;
-    await new Promise((r) => setTimeout(r, 200));
-  }
+  await waitFor(
+    `pod ${name} deleted`,
+    () =>
+      core.readNamespacedPod({ name, namespace: NS }).then(
+        () => false,
+        () => true,
+      ),
+    120_000,
+  );
   if (useClaim) await core.deleteNamespacedPersistentVolumeClaim({ name, namespace: NS });
 }
 

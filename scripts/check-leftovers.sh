@@ -2,7 +2,8 @@
 # Fails when the tests left anything behind: processes of the Go-built tools,
 # processes still inside simulated nodes, network namespaces or claims of
 # simulated networks, real nodes' cgroups, nbdfuse mounts and loop devices.
-# Run after the test command, on a machine where no lab is running (a running `tandem lab` is, rightly, reported as a leftover).
+# Run after the test command, on a machine where no lab is running (a running
+# `tandem lab` is, rightly, reported as a leftover).
 set -uo pipefail
 found=0
 report() { echo "leftover: $*" >&2; found=1; }

@@ -157,6 +157,10 @@ describe('migrator: every migration ends in one fenced engine', () => {
     await run('nbdcopy', ['--flush', from, to], { timeoutMs: 30_000 });
   }
 
+  // A lost node is decided once its Lease (6 s here) expires, then fenced; 30 s was once not
+  // enough on a loaded 2-core CI machine (SourceNodeLost, 2026-12-03).
+  const ENDED_WITHIN_MS = 60_000;
+
   /** Waits for the migration to end; checks one engine, the record, the state, the data. */
   async function ended(m: Migration, decision: string, reason: string, winner: string | undefined) {
     const volume = await eventually(async () => {
@@ -165,9 +169,7 @@ describe('migrator: every migration ends in one fenced engine', () => {
       const settled =
         winner === undefined ? engines.length === 0 : engines.length === 1 && engines[0] === winner;
       return v.status?.migration === undefined && v.status?.lastMigration && settled ? v : undefined;
-      // A lost node is decided once its Lease (6 s here) expires, then fenced; 30 s was once
-      // not enough on a loaded 2-core CI machine (SourceNodeLost, 2026-12-03).
-    }, 60_000);
+    }, ENDED_WITHIN_MS);
     expect(volume.status?.lastMigration).toMatchObject({ decision, reason, source: n1, target: n2 });
     expect(volume.spec.engines).toEqual(winner === undefined ? [] : [{ node: winner }]);
     expect(volume.status?.lastMigration?.fenceEpoch).toBeGreaterThan(m.oldEpoch);
