@@ -183,7 +183,7 @@ export async function benchMigration(): Promise<Record<string, unknown>> {
     cleanup.add('control plane', () => controlPlane.stop());
     const kc = loadKubeConfig(controlPlane.kubeconfigPath);
     await installCrds(kc, join(manifestsDir(), 'crds'));
-    await installCrds(kc, join(packageRoot(), 'test', 'fixtures', 'kubevirt-crds'));
+    await installCrds(kc, join(packageRoot(), 'lab', 'kubevirt'));
     process.env[TEST_KUBECONFIG_ENV] = controlPlane.kubeconfigPath;
     cleanup.add('kubeconfig variable', async () => {
       if (previous === undefined) delete process.env[TEST_KUBECONFIG_ENV];

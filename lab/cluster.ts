@@ -43,6 +43,8 @@ export interface Cluster {
 
 /** The tag the lab's kustomize overlay (lab/overlay) gives Tandem's image. */
 export const LAB_TANDEM_IMAGE = 'localhost/tandem:lab';
+/** The VM launcher image (QEMU and the built-in guest) under one fixed tag, like Tandem's. */
+export const LAB_LAUNCHER_IMAGE = 'localhost/tandem-launcher:lab';
 
 export async function startCluster(options: ClusterOptions): Promise<Cluster> {
   const logger = options.logger ?? silentLogger();
@@ -164,10 +166,11 @@ async function addRoutes(
 }
 
 async function importAll(node: RealNode, images: LabImages, logger: Logger): Promise<void> {
-  for (const image of [images.pause, images.tandem, ...images.sidecars])
+  for (const image of [images.pause, images.tandem, images.launcher, ...images.sidecars])
     await importImage(node.containerdSocket, image.archive, { logger });
   // The overlay names one fixed tag, so the manifests need no edit when the image changes.
   await node.ctr(['images', 'tag', '--force', images.tandem.ref, LAB_TANDEM_IMAGE]);
+  await node.ctr(['images', 'tag', '--force', images.launcher.ref, LAB_LAUNCHER_IMAGE]);
 }
 
 async function waitForReadyNodes(kubeconfigPath: string, count: number): Promise<void> {

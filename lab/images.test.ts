@@ -57,6 +57,10 @@ describe('lab/images/build.sh and the Dockerfile', () => {
 describe('parseLabImages', () => {
   const valid = {
     tandem: { ref: 'localhost/tandem:0123456789abcdef', archive: '/cache/tandem-0123456789abcdef.tar' },
+    launcher: {
+      ref: 'localhost/tandem-launcher:0123456789abcdef',
+      archive: '/cache/launcher-0123456789abcdef.tar',
+    },
     pause: { ref: 'localhost/tandem-pause:1', archive: '/cache/pause-1.tar' },
     sidecars: [{ ref: 'example.test/sig-storage/csi-attacher:v4.13.0', archive: '/cache/sidecar-a.tar' }],
   };
@@ -68,7 +72,7 @@ describe('parseLabImages', () => {
 
   test.each([
     ['not JSON', '{', /images\.json: not JSON/],
-    ['an array', '[]', /expected an object with tandem, pause and sidecars/],
+    ['an array', '[]', /expected an object with tandem, launcher, pause and sidecars/],
   ])('refuses %s', (_what, text, message) => {
     expect(() => parseLabImages(text, 'images.json')).toThrow(message);
   });

@@ -14,6 +14,8 @@ export interface ImageArchive {
 export interface LabImages {
   /** Tandem's image from the real Dockerfile, `localhost/tandem:<content key>`. */
   tandem: ImageArchive;
+  /** QEMU and the built-in guest, `localhost/tandem-launcher:<key>`: what VM launcher pods run. */
+  launcher: ImageArchive;
   /** The pod sandbox image containerd's `sandbox_image` names. */
   pause: ImageArchive;
   /** The CSI sidecars of manifests/driver/controller.yaml, tagged with the manifest's references. */
@@ -77,11 +79,13 @@ export function parseLabImages(text: string, source = 'images.json'): LabImages 
   } catch (err) {
     throw new Error(`${source}: not JSON: ${(err as Error).message}`);
   }
-  if (!isRecord(value)) throw new Error(`${source}: expected an object with tandem, pause and sidecars`);
+  if (!isRecord(value))
+    throw new Error(`${source}: expected an object with tandem, launcher, pause and sidecars`);
   const sidecars = value.sidecars;
   if (!Array.isArray(sidecars)) throw new Error(`${source}: sidecars must be an array`);
   return {
     tandem: parseArchive(value.tandem, `${source}: tandem`),
+    launcher: parseArchive(value.launcher, `${source}: launcher`),
     pause: parseArchive(value.pause, `${source}: pause`),
     sidecars: sidecars.map((entry, i) => parseArchive(entry, `${source}: sidecars[${i}]`)),
   };

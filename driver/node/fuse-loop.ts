@@ -22,7 +22,7 @@ import { mkdir, readFile, rm, rmdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { run } from '../../lib/exec.js';
-import { loopSizeLimit, raiseLoopSizeLimit } from './loop-ioctl.js';
+import { ensureLoopDirectIo, loopSizeLimit, raiseLoopSizeLimit } from './loop-ioctl.js';
 import { type CommandRunner, findMount, mountsOfDevice, unmount } from './mounts.js';
 
 export const FUSE_SUBTYPE = 'fuse.nbdfuse';
@@ -146,8 +146,10 @@ async function startNbdfuse(paths: FuseLoopPaths, uri: string, runner: CommandRu
  * Why `--direct-io=on`: the loop device then submits to the FUSE file with O_DIRECT, so blocks are
  * not cached a second time in the FUSE file's page cache (the filesystem above already caches),
  * memory stays bounded, and a write leaves the node as soon as the loop device gets it instead of
- * waiting in a cache that nbdfuse dying would lose. The kernel falls back to buffered I/O on its
- * own if O_DIRECT is not possible on the backing file.
+ * waiting in a cache that nbdfuse dying would lose. And above all: a page cache of the FUSE file
+ * would be a cache on this node under every reader, stale once another node writes (a migration's
+ * two nodes). The kernel silently falls back to buffered I/O when O_DIRECT is not possible on the
+ * backing file, so attachFuseLoop reads `loop/dio` back and refuses a loop device without it.
  */
 export const LOSETUP_ARGS = ['--find', '--show', '--direct-io=on'];
 
@@ -195,11 +197,19 @@ export async function attachFuseLoop(
   const existing = await loopDevicesOf(paths.file, runner);
   if (existing[0] !== undefined) {
     if (sizeLimit !== undefined) await raiseIfLimited(existing[0], sizeLimit, runner);
+    await ensureLoopDirectIo(existing[0], runner);
     return existing[0];
   }
   const limit = sizeLimit === undefined ? [] : ['--sizelimit', String(sizeLimit)];
   const created = await runner('losetup', [...LOSETUP_ARGS, ...limit, paths.file], { timeoutMs: 30_000 });
-  return created.stdout.trim();
+  const loop = created.stdout.trim();
+  try {
+    await ensureLoopDirectIo(loop, runner);
+  } catch (err) {
+    await runner('losetup', ['-d', loop], { timeoutMs: 30_000, allowFailure: true });
+    throw err;
+  }
+  return loop;
 }
 
 /**

@@ -11,6 +11,8 @@
 #             Both share one mmdebstrap rootfs that uses this machine's Debian mirror and apt
 #             settings; the node stand-in also carries its npm settings and CA bundle, so the
 #             Dockerfile's own apt-get and npm ci reach the same mirrors the host does.
+#   launcher  localhost/tandem-launcher:<key>, QEMU and the built-in guest (lab/images/guest), what
+#             the VM launcher pods run (lab/vm/launcher.ts).
 #   pause     localhost/tandem-pause:1, the sandbox image (lab/images/pause, static Go).
 #   sidecars  the CSI sidecars of manifests/driver/controller.yaml, tagged with exactly the
 #             manifest's references, each one layer holding the static binary that
@@ -372,6 +374,57 @@ done < <(bah images --format '{{.Name}}:{{.Tag}}' | grep '^localhost/tandem:' ||
 bah rmi --prune >/dev/null 2>&1 || true
 
 # ---------------------------------------------------------------------------------------------
+# The VM launcher image, localhost/tandem-launcher:<key>: what the lab's and the tests' stand-in
+# for KubeVirt's virt-launcher runs. Debian's QEMU (qemu-system-x86, installed with apt-get
+# inside the node stand-in, the same way the Dockerfile installs its packages) and the built-in
+# guest (lab/images/guest: Debian's kernel and an initramfs with tandem-guest) at /guest. The
+# pod's command is QEMU itself (lab/vm/launcher.ts builds it), as virt-launcher's is its
+# libvirt-managed QEMU.
+
+guest_dir=$("$here/guest/build.sh" | tail -n1)
+[ -s "$guest_dir/vmlinuz" ] && [ -s "$guest_dir/initrd.img" ] || die "the guest build did not produce $guest_dir/vmlinuz and initrd.img"
+qemu_version=$(apt-cache policy qemu-system-x86 | sed -nE 's/^[[:space:]]*Candidate: (.+)$/\1/p')
+[ -n "$qemu_version" ] || die "apt-cache knows no qemu-system-x86 (run apt-get update)"
+launcher_key=$(
+  {
+    echo "recipe=$recipe node=$node_id qemu=$qemu_version"
+    sha256sum "$guest_dir/vmlinuz" "$guest_dir/initrd.img" | cut -d' ' -f1
+  } | short_hash
+)
+launcher_ref=localhost/tandem-launcher:$launcher_key
+launcher_archive=$cache/launcher-$launcher_key.tar
+keep+=("$launcher_archive")
+if [ ! -s "$launcher_archive" ]; then
+  log "building $launcher_ref (QEMU $qemu_version and the guest)"
+  t0=$(date +%s)
+  ctr=$(bah from --quiet --pull=never "$node_ref")
+  launcher_log=$cache/launcher-build.log
+  if ! bah run "$ctr" -- sh -c "apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends qemu-system-x86=$qemu_version && rm -rf /var/lib/apt/lists/*" >"$launcher_log" 2>&1; then
+    tail -n 30 "$launcher_log" >&2
+    die "installing QEMU into the launcher image failed; the whole log is $launcher_log"
+  fi
+  mnt=$(bah mount "$ctr")
+  mkdir -p "$mnt/guest"
+  cp "$guest_dir/vmlinuz" "$guest_dir/initrd.img" "$guest_dir/kernel-version" "$mnt/guest/"
+  bah umount "$ctr" >/dev/null
+  bah config \
+    --cmd '["qemu-system-x86_64","--version"]' \
+    --label "org.opencontainers.image.title=tandem-launcher" \
+    --label "org.opencontainers.image.description=QEMU $qemu_version and Tandem's test guest ($(cat "$guest_dir/kernel-version")), the lab's stand-in for KubeVirt's virt-launcher" \
+    --label "dev.tandem.build-key=$launcher_key" \
+    "$ctr"
+  bah commit --quiet --rm "$ctr" "$launcher_ref" >/dev/null
+  timed "writing $launcher_archive" bah push --quiet --signature-policy "$policy" \
+    "$launcher_ref" "oci-archive:$launcher_archive.tmp:$launcher_ref"
+  mv "$launcher_archive.tmp" "$launcher_archive"
+  log "made $launcher_ref in $(($(date +%s) - t0)) s"
+fi
+while read -r old; do
+  [ "$old" = "$launcher_ref" ] || bah rmi "$old" >/dev/null
+done < <(bah images --format '{{.Name}}:{{.Tag}}' | grep '^localhost/tandem-launcher:' || true)
+bah rmi --prune >/dev/null 2>&1 || true
+
+# ---------------------------------------------------------------------------------------------
 # One-layer images made by hand: an OCI image layout in a tar (oci-layout, index.json and the
 # blobs), which is all `ctr images import` needs. Reproducible: fixed times and owners.
 
@@ -464,14 +517,14 @@ done
 # ---------------------------------------------------------------------------------------------
 # Prune what older keys left, then describe the result.
 
-for f in "$cache"/rootfs-*.tar "$cache"/tandem-*.tar "$cache"/pause-*.tar "$cache"/sidecar-*.tar "$cache"/*.tar.tmp; do
+for f in "$cache"/rootfs-*.tar "$cache"/tandem-*.tar "$cache"/launcher-*.tar "$cache"/pause-*.tar "$cache"/sidecar-*.tar "$cache"/*.tar.tmp; do
   [ -e "$f" ] || continue
   printf '%s\n' "${keep[@]}" | grep -qxF "$f" && continue
   log "pruning $f"
   rm -f "$f"
 done
 
-for f in "$tandem_archive" "$pause_archive" "${sidecar_archives[@]}"; do
+for f in "$tandem_archive" "$launcher_archive" "$pause_archive" "${sidecar_archives[@]}"; do
   [[ $f != *[\"\\]* ]] || die "the cache path must not contain quotes or backslashes: $f"
 done
 sidecars_json=
@@ -480,8 +533,8 @@ for i in "${!sidecar_refs[@]}"; do
   sidecars_json+="{\"ref\": \"${sidecar_refs[$i]}\", \"archive\": \"${sidecar_archives[$i]}\"}"
 done
 images_json=$cache/images.json
-printf '{\n  "tandem": {"ref": "%s", "archive": "%s"},\n  "pause": {"ref": "%s", "archive": "%s"},\n  "sidecars": [%s]\n}\n' \
-  "$tandem_ref" "$tandem_archive" "$pause_ref" "$pause_archive" "$sidecars_json" >"$images_json.tmp"
+printf '{\n  "tandem": {"ref": "%s", "archive": "%s"},\n  "launcher": {"ref": "%s", "archive": "%s"},\n  "pause": {"ref": "%s", "archive": "%s"},\n  "sidecars": [%s]\n}\n' \
+  "$tandem_ref" "$tandem_archive" "$launcher_ref" "$launcher_archive" "$pause_ref" "$pause_archive" "$sidecars_json" >"$images_json.tmp"
 mv "$images_json.tmp" "$images_json"
-log "images ready: $tandem_ref, $pause_ref, ${sidecar_refs[*]}"
+log "images ready: $tandem_ref, $launcher_ref, $pause_ref, ${sidecar_refs[*]}"
 echo "$images_json"

@@ -89,7 +89,7 @@ describe('manifests/migrator RBAC on the real kube-apiserver', () => {
     // The stand-ins for KubeVirt's CRDs (other test files install them too): kubectl resolves
     // resource names through discovery, so the kubevirt.io rights can only be asked about while
     // the apiserver serves them, as in a cluster with KubeVirt.
-    await installCrds(kc, new URL('../fixtures/kubevirt-crds', import.meta.url).pathname);
+    await installCrds(kc, new URL('../../lab/kubevirt', import.meta.url).pathname);
     const rbacKinds = new Set(['ServiceAccount', 'ClusterRole', 'ClusterRoleBinding', 'Role', 'RoleBinding']);
     await applyObjects(
       kc,

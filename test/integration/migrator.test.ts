@@ -54,7 +54,7 @@ describe('migrator: every migration ends in one fenced engine', () => {
     await stack.startMigrator('migrator:2');
     // After the migrator started (unless another test file installed them first): it notices
     // KubeVirt's CRDs appearing and starts watching VMIs and VMIMs then.
-    await installCrds(kc, new URL('../fixtures/kubevirt-crds', import.meta.url).pathname);
+    await installCrds(kc, new URL('../../lab/kubevirt', import.meta.url).pathname);
   }, 180_000);
 
   afterAll(async () => {

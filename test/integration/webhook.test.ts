@@ -249,7 +249,7 @@ describe('Pods on a migratable volume', () => {
 
 describe('KubeVirt VirtualMachines', () => {
   beforeAll(async () => {
-    await installCrds(kc, new URL('../fixtures/kubevirt-crds', import.meta.url).pathname);
+    await installCrds(kc, new URL('../../lab/kubevirt', import.meta.url).pathname);
     await createClaim('rwo-disk', 'rwo', 'ReadWriteOnce', 'Block');
     await createClaim('migratable-disk', 'migratable', 'ReadWriteMany', 'Block');
   });

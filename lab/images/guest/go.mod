@@ -1,0 +1,3 @@
+module tandem.dev/lab/images/guest
+
+go 1.22
