@@ -33,6 +33,7 @@ describe('tandem CLI', () => {
       'migrator',
       'share-manager',
       'lab',
+      'lab-migrate',
       'status',
     ]);
     for (const name of names) {
@@ -92,6 +93,13 @@ describe('tandem CLI', () => {
     ['a lab duration without unit', ['lab', '--exit-after', '30'], {}, /use a number with ms, s, m or h/],
     ['an unknown output format', ['status', '-o', 'yaml'], {}, /use one of: table, json/],
     ['an extra argument', ['status', 'extra'], {}, /too many arguments/],
+    [
+      'a VM name that is no Kubernetes name',
+      ['lab-migrate', '--kubeconfig', 'k', '--vm', 'Bad_VM'],
+      {},
+      /not a Kubernetes name/,
+    ],
+    ['lab-migrate without the kubeconfig', ['lab-migrate'], {}, /required option '--kubeconfig <path>'/],
   ];
 
   it.each(refused)(

@@ -3,6 +3,7 @@ import { controllerCommand } from './commands/controller.js';
 import { dataplaneCommand } from './commands/dataplane.js';
 import { engineCommand } from './commands/engine.js';
 import { labCommand } from './commands/lab.js';
+import { labMigrateCommand } from './commands/lab-migrate.js';
 import { migratorCommand } from './commands/migrator.js';
 import { nodeCommand } from './commands/node.js';
 import { replicaCommand } from './commands/replica.js';
@@ -41,6 +42,7 @@ export function buildProgram(output?: ProgramOutput): Command {
     migratorCommand(),
     shareManagerCommand(),
     labCommand(),
+    labMigrateCommand(),
     statusCommand(),
   ]) {
     program.addCommand(

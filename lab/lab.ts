@@ -125,6 +125,25 @@ export function describeLab(lab: Lab): string {
     'See the webhook refuse a mistake (a ReadWriteMany Block claim needs a migratable class):',
     `  ${kubectl} create -f ${join(packageRoot(), 'manifests', 'examples', 'lab-rejected-claim.yaml')}`,
     '',
-    'A VM live-migrating on these nodes arrives with the VM live-migration issue.',
+    ...(lab.demo ? vmLines(lab, kubectl) : []),
   ].join('\n');
+}
+
+/** How to watch the demo VM and move it. */
+function vmLines(lab: Lab, kubectl: string): string[] {
+  const demo = lab.demo;
+  if (!demo) return [];
+  const { vm } = demo;
+  const others = lab.cluster.nodes.map((n) => n.name).filter((n) => n !== vm.node);
+  const tandem = `node ${join(packageRoot(), 'dist', 'cli', 'main.js')}`;
+  return [
+    '',
+    `A VM (QEMU, the built-in guest writing and verifying its disk) runs on ${vm.node}, on the migratable claim demo-vm-disk:`,
+    `  ${kubectl} -n ${vm.namespace} logs -f ${vm.pod}       # the guest's console: progress and verify lines`,
+    `  ${kubectl} get volumes.tandem.dev -w                         # engines, epoch, migration records`,
+    `  ${kubectl} -n ${vm.namespace} get vmi,vmim,pods -o wide`,
+    `  ${kubectl} -n ${TANDEM_NAMESPACE} get pods -l app.kubernetes.io/component=migrator -o wide   # then: curl http://<pod IP>:9505/metrics | grep tandem_migration`,
+    `Live-migrate it to ${others[0] ?? 'another node'} and back (prints QEMU's downtime and what the migrator decided):`,
+    `  ${tandem} lab-migrate --kubeconfig ${lab.kubeconfigPath} --namespace ${vm.namespace} --vm ${vm.vm}${others[0] ? ` --to ${others[0]}` : ''} --and-back`,
+  ];
 }

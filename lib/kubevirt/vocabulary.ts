@@ -173,6 +173,21 @@ export function vmRef(labels: Record<string, string>): string {
   return vmiUid ? `VM ${vmName} (VMI UID ${vmiUid})` : `VM ${vmName}`;
 }
 
+/**
+ * Disk cache modes (`spec.domain.devices.disks[].cache`, KubeVirt's DriverCache; QEMU's
+ * `cache=`). Unset, KubeVirt picks `none` where the storage supports O_DIRECT (a block device
+ * does) and `writethrough` otherwise.
+ */
+export const DISK_CACHE_MODES = ['none', 'writethrough', 'writeback', 'directsync', 'unsafe'] as const;
+/**
+ * The modes whose reads bypass the node's page cache. With `writeback`, `writethrough` or `unsafe`
+ * QEMU reads through the page cache of the node it runs on; during a live migration the target
+ * node has the device open (QEMU probes it) while the source keeps writing, and what the target
+ * cached before the switch is returned afterwards for as long as the device stays open: stale
+ * data. Only O_DIRECT reads are coherent across two nodes.
+ */
+export const SAFE_CACHE_MODES: ReadonlySet<string> = new Set(['none', 'directsync']);
+
 /** Pod phases after which a pod holds nothing open. */
 export function podFinished(phase: string | undefined): boolean {
   return phase === 'Succeeded' || phase === 'Failed';

@@ -224,6 +224,62 @@ describe.each(KINDS)('validateVirtualMachine for a %s', (kind) => {
   });
 });
 
+describe.each(KINDS)('disk cache modes of a %s', (kind) => {
+  const path = kind === 'VirtualMachine' ? 'spec.template.spec' : 'spec';
+  /** A VM whose disk v-<claim> has `cache`, with the given eviction strategy. */
+  const withCache = (claimName: string, cache: unknown, evictionStrategy?: string) =>
+    withVmiSpec(kind, {
+      domain: { devices: { disks: [{ name: `v-${claimName}`, disk: { bus: 'virtio' }, cache }] } },
+      ...(evictionStrategy ? { evictionStrategy } : {}),
+      volumes: [pvc(claimName)],
+    });
+
+  it.each(['writeback', 'writethrough', 'unsafe'])(
+    'refuses cache %s on a migratable Tandem claim whatever the eviction strategy (403, says why)',
+    async (cache) => {
+      for (const strategy of [undefined, 'None', 'LiveMigrate']) {
+        expectDenied(
+          await check(kind, withCache('rwx-block', cache, strategy)),
+          403,
+          `disk v-rwx-block (claim rwx-block) has cache ${cache}`,
+          'stale data',
+          'set cache to none',
+        );
+      }
+    },
+  );
+
+  it.each(['none', 'directsync', undefined])(
+    'allows cache %s on a migratable Tandem claim',
+    async (cache) => {
+      expect(await check(kind, withCache('rwx-block', cache, 'LiveMigrate'))).toEqual({ allowed: true });
+    },
+  );
+
+  it('allows any cache mode on claims that are not migratable or not Tandem', async () => {
+    for (const claimName of ['rwo-fs', 'foreign-rwo', 'rwx-block-plain'])
+      expect(await check(kind, withCache(claimName, 'writeback'))).toMatchObject({ allowed: true });
+  });
+
+  it('refuses a cache mode KubeVirt does not know (422)', async () => {
+    expectDenied(
+      await check(kind, withCache('rwx-block', 'fast')),
+      422,
+      `${path}.domain.devices.disks[0].cache must be one of none, writethrough, writeback, directsync, unsafe, not "fast"`,
+    );
+  });
+
+  it('checks an UPDATE that changes the cache mode, and lets an unchanged one through', async () => {
+    const unsafe = withCache('rwx-block', 'writeback');
+    expectDenied(
+      await check(kind, unsafe, { operation: 'UPDATE', oldObject: withCache('rwx-block', 'none') }),
+      403,
+      'has cache writeback',
+    );
+    expect(await check(kind, unsafe, { operation: 'UPDATE', oldObject: unsafe })).toEqual({ allowed: true });
+  });
+});
+
 describe('validateVirtualMachine for other kinds', () => {
   it('refuses a kind it does not handle as invalid', async () => {
     const verdict = await validateVirtualMachine(

@@ -1,6 +1,7 @@
+import { DISK_CACHE_MODES, SAFE_CACHE_MODES } from '../../lib/kubevirt/vocabulary.js';
 import { type AdmissionRequest, allow, forbidden, invalid, isRecord, type Verdict } from '../admission.js';
 import type { ClusterView } from '../cluster-view.js';
-import { type ClaimClass, classifyClaim } from './tandem-claim.js';
+import { type ClaimClass, classifyClaim, isMigratableTandem } from './tandem-claim.js';
 
 /**
  * KubeVirt VirtualMachines and VirtualMachineInstances (kubevirt.io/v1) that
@@ -16,6 +17,11 @@ import { type ClaimClass, classifyClaim } from './tandem-claim.js';
  * refusing it would make such VMs impossible to create. We allow it with a
  * warning that names the claim; KubeVirt reports the VMI as not
  * live-migratable if the claim turns out wrong.
+ *
+ * Whatever the eviction strategy (a migration can also be started by hand), a migratable Tandem
+ * claim must not sit behind a disk cache mode that reads through the node's page cache
+ * (`writeback`, `writethrough`, `unsafe`): during a migration both nodes have the device open, and
+ * the target would return what it cached before the switch instead of what the source wrote.
  */
 
 type VmKind = 'VirtualMachine' | 'VirtualMachineInstance';
@@ -25,6 +31,8 @@ interface VmFacts {
   evictionStrategy?: string;
   /** Claim names, each once. */
   claims: string[];
+  /** The cache mode of the disks of each claim's volume, where a disk sets one. */
+  cacheModes: { claim: string; disk: string; cache: string }[];
 }
 
 interface Blocker {
@@ -41,12 +49,15 @@ export async function validateVirtualMachine(request: AdmissionRequest, view: Cl
   const vm = parseVm(kind, request.object);
   if (typeof vm === 'string') return invalid(`Tandem cannot check this ${kind}: ${vm}`);
 
+  if (request.operation === 'UPDATE' && unchanged(kind, vm, request.oldObject)) return allow();
+  const unsafeCache = await unsafeCacheModes(request.namespace, vm, view);
+  if (unsafeCache.length > 0) return forbidden(cacheRefusal(kind, vm.ref, unsafeCache));
+
   const strategy = vm.evictionStrategy;
   // None and External never live-migrate on eviction; an absent strategy
   // defers to the cluster-wide KubeVirt default, which this webhook cannot
   // see, so it is left to KubeVirt.
   if (strategy !== 'LiveMigrate' && strategy !== 'LiveMigrateIfPossible') return allow();
-  if (request.operation === 'UPDATE' && unchanged(kind, vm, request.oldObject)) return allow();
   const namespace = request.namespace;
   if (!namespace) return invalid(`Tandem cannot check ${kind} ${vm.ref}: the request has no namespace`);
 
@@ -81,7 +92,14 @@ function unchanged(kind: VmKind, vm: VmFacts, oldObject: unknown): boolean {
   const old = parseVm(kind, oldObject);
   if (typeof old === 'string') return false;
   const names = (facts: VmFacts) => [...facts.claims].sort().join('\n');
-  return old.evictionStrategy === vm.evictionStrategy && names(old) === names(vm);
+  const caches = (facts: VmFacts) =>
+    facts.cacheModes
+      .map((c) => `${c.claim}=${c.cache}`)
+      .sort()
+      .join('\n');
+  return (
+    old.evictionStrategy === vm.evictionStrategy && names(old) === names(vm) && caches(old) === caches(vm)
+  );
 }
 
 async function inspectClaims(
@@ -115,6 +133,31 @@ function blockReason(claimClass: Extract<ClaimClass, { kind: 'tandem' }>): strin
   return undefined;
 }
 
+/** Disks of migratable Tandem claims whose cache mode reads through the page cache. */
+async function unsafeCacheModes(
+  namespace: string | undefined,
+  vm: VmFacts,
+  view: ClusterView,
+): Promise<VmFacts['cacheModes']> {
+  const risky = vm.cacheModes.filter((c) => !SAFE_CACHE_MODES.has(c.cache));
+  if (risky.length === 0 || !namespace) return [];
+  const unsafe: VmFacts['cacheModes'] = [];
+  for (const disk of risky) {
+    if (isMigratableTandem(await classifyClaim(namespace, disk.claim, view))) unsafe.push(disk);
+  }
+  return unsafe;
+}
+
+function cacheRefusal(kind: VmKind, ref: string, disks: VmFacts['cacheModes']): string {
+  const list = disks.map((d) => `disk ${d.disk} (claim ${d.claim}) has cache ${d.cache}`).join('; ');
+  return (
+    `${kind} ${ref}: ${list}. A migratable Tandem volume is open on two nodes during a live migration, and ` +
+    `with this cache mode QEMU reads through the page cache of its own node, which keeps what it read before ` +
+    `the other node wrote: the guest would read stale data after the switch. Fix: set cache to none (or ` +
+    `directsync), or leave it unset (KubeVirt then picks none for a block volume)`
+  );
+}
+
 function refusal(kind: VmKind, ref: string, blockers: Blocker[]): string {
   const list = blockers.map((b) => `${b.claim} (${b.reason})`).join('; ');
   return (
@@ -141,7 +184,14 @@ function parseVm(kind: VmKind, object: unknown): VmFacts | string {
   }
   const claims = parseClaims(vmiSpec.volumes, `${path}.volumes`);
   if (typeof claims === 'string') return claims;
-  return { ref: nameOf(metadata), evictionStrategy, claims };
+  const cacheModes = parseCacheModes(vmiSpec, path);
+  if (typeof cacheModes === 'string') return cacheModes;
+  return {
+    ref: nameOf(metadata),
+    evictionStrategy,
+    claims: [...new Set(claims.map((c) => c.claim))],
+    cacheModes,
+  };
 }
 
 function templateSpec(spec: Record<string, unknown>): Record<string, unknown> | undefined {
@@ -150,10 +200,10 @@ function templateSpec(spec: Record<string, unknown>): Record<string, unknown> | 
 }
 
 /** Claims named by persistentVolumeClaim and dataVolume volumes (a DataVolume's claim has its name). */
-function parseClaims(volumes: unknown, path: string): string[] | string {
+function parseClaims(volumes: unknown, path: string): { volume: string; claim: string }[] | string {
   if (volumes === undefined) return [];
   if (!Array.isArray(volumes)) return `${path} must be a list`;
-  const claims = new Set<string>();
+  const claims: { volume: string; claim: string }[] = [];
   for (const [index, volume] of volumes.entries()) {
     if (!isRecord(volume)) return `${path}[${index}] must be an object`;
     const pvc = sourceName(volume.persistentVolumeClaim, 'claimName');
@@ -161,9 +211,35 @@ function parseClaims(volumes: unknown, path: string): string[] | string {
     if (pvc === null) return `${path}[${index}].persistentVolumeClaim.claimName must be a non-empty string`;
     if (dataVolume === null) return `${path}[${index}].dataVolume.name must be a non-empty string`;
     const claim = pvc ?? dataVolume;
-    if (claim !== undefined) claims.add(claim);
+    if (claim !== undefined)
+      claims.push({ volume: typeof volume.name === 'string' ? volume.name : '', claim });
   }
-  return [...claims];
+  return claims;
+}
+
+/**
+ * The cache mode of each disk that sets one, with the claim its volume names (a disk and its
+ * volume share a name in KubeVirt).
+ */
+function parseCacheModes(vmiSpec: Record<string, unknown>, path: string): VmFacts['cacheModes'] | string {
+  const claims = parseClaims(vmiSpec.volumes, `${path}.volumes`);
+  if (typeof claims === 'string') return claims;
+  const domain = vmiSpec.domain;
+  const devices = isRecord(domain) ? domain.devices : undefined;
+  const disks = isRecord(devices) ? devices.disks : undefined;
+  if (disks === undefined) return [];
+  if (!Array.isArray(disks)) return `${path}.domain.devices.disks must be a list`;
+  const modes: VmFacts['cacheModes'] = [];
+  for (const [index, disk] of disks.entries()) {
+    if (!isRecord(disk)) return `${path}.domain.devices.disks[${index}] must be an object`;
+    const cache = disk.cache;
+    if (cache === undefined || cache === '') continue;
+    if (typeof cache !== 'string' || !(DISK_CACHE_MODES as readonly string[]).includes(cache))
+      return `${path}.domain.devices.disks[${index}].cache must be one of ${DISK_CACHE_MODES.join(', ')}, not ${JSON.stringify(cache)}`;
+    const name = typeof disk.name === 'string' ? disk.name : '';
+    for (const c of claims) if (c.volume === name) modes.push({ claim: c.claim, disk: name, cache });
+  }
+  return modes;
 }
 
 /** The named string field of a volume source: undefined when there is no such source, null when malformed. */
