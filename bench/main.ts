@@ -7,6 +7,7 @@ import { benchCsi } from './csi.js';
 import { benchDataplane } from './dataplane.js';
 import { benchMigration } from './migration.js';
 import { benchPods } from './pods.js';
+import { benchVmMigration } from './vm-migration.js';
 import { benchWebhook } from './webhook.js';
 
 const BENCHMARKS: Record<string, () => Promise<Record<string, unknown>>> = {
@@ -14,6 +15,7 @@ const BENCHMARKS: Record<string, () => Promise<Record<string, unknown>>> = {
   dataplane: benchDataplane,
   migration: benchMigration,
   pods: benchPods,
+  'vm-migration': benchVmMigration,
   webhook: benchWebhook,
 };
 

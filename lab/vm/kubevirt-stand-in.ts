@@ -256,6 +256,7 @@ export class LabKubeVirt {
     await options.beforeMigrate?.(target);
     await phase('TargetReady', state);
 
+    const client = await QmpClient.connect(source.podIp, QMP_PORT);
     const finish = async (
       succeeded: boolean,
       info: MigrationInfo,
@@ -271,8 +272,10 @@ export class LabKubeVirt {
         };
         await this.#status('vmi', namespace, vm, { nodeName: target.node, migrationState: done });
         await phase('Succeeded', done);
-        // The source's QEMU exits after a completed migration, and with it the launcher pod.
-        await this.qmp(source, 'quit').catch(() => undefined);
+        // The source's QEMU exits after a completed migration, and with it the launcher pod. On
+        // the connection already open: QMP serves one client at a time. QEMU may close it
+        // before it answers.
+        await client.execute('quit').catch(() => undefined);
         await this.#waitPhase(namespace, source.pod, 'Succeeded', 60_000);
       } else {
         const failed: MigrationState = {
@@ -307,7 +310,6 @@ export class LabKubeVirt {
       };
     };
 
-    const client = await QmpClient.connect(source.podIp, QMP_PORT);
     try {
       const parameters: Record<string, unknown> = {};
       if (options.maxBandwidth !== undefined) parameters['max-bandwidth'] = options.maxBandwidth;

@@ -57,13 +57,21 @@ export interface LauncherSpec {
   migration?: { uid: string; name: string };
 }
 
-/** The `-blockdev` and `-device` options of a disk in one cache mode (QEMU's `cache=` shorthand). */
-export function diskOptions(path: string, mode: CacheMode): string[] {
+/**
+ * The `-blockdev` and `-device` options of a disk in one cache mode (QEMU's `cache=` shorthand).
+ * `host_device` for a block device (what a launcher pod gets), `file` for an image file (the
+ * benchmark's shared-file reference).
+ */
+export function diskOptions(
+  path: string,
+  mode: CacheMode,
+  driver: 'host_device' | 'file' = 'host_device',
+): string[] {
   const direct = mode === 'none' || mode === 'directsync';
   const writeCache = mode === 'none' || mode === 'writeback';
   // Native AIO needs O_DIRECT; buffered modes use the thread pool, as libvirt does.
   const blockdev = [
-    'driver=host_device',
+    `driver=${driver}`,
     `filename=${path}`,
     'node-name=disk0',
     `cache.direct=${direct ? 'on' : 'off'}`,
@@ -96,6 +104,7 @@ export function guestCommandLine(guest: GuestOptions = {}): string {
 export function qemuCommand(options: {
   vm: string;
   disk: string;
+  diskDriver?: 'host_device' | 'file';
   cacheMode: CacheMode;
   memoryMiB: number;
   guest?: GuestOptions;
@@ -131,7 +140,7 @@ export function qemuCommand(options: {
     options.initrd ?? '/guest/initrd.img',
     '-append',
     guestCommandLine(options.guest),
-    ...diskOptions(options.disk, options.cacheMode),
+    ...diskOptions(options.disk, options.cacheMode, options.diskDriver),
     '-qmp',
     `${options.qmp},server=on,wait=off`,
     ...(options.incoming ? ['-incoming', options.incoming] : []),
