@@ -18,7 +18,7 @@
  * whose loop device has no limit (made before this layout, or of a plain NBD URI) keeps its size
  * until it is detached and attached again.
  */
-import { mkdir, readFile, rm, rmdir, stat } from 'node:fs/promises';
+import { mkdir, readdir, readFile, readlink, rm, rmdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { run } from '../../lib/exec.js';
@@ -227,11 +227,73 @@ export async function raiseIfLimited(
   return (await raiseLoopSizeLimit(loop, sizeLimit, runner)).sizeLimit;
 }
 
-async function stopNbdfuse(paths: FuseLoopPaths, runner: CommandRunner): Promise<void> {
+/** How long nbdfuse gets to exit by itself once its mount is gone, and after SIGTERM. */
+const NBDFUSE_EXIT_MS = 3_000;
+
+/**
+ * Unmounts nbdfuse's file system and makes sure nbdfuse is gone. nbdfuse exits when the kernel
+ * ends its FUSE connection, which happens when the *last* mount of it goes — and a mount
+ * namespace created while the mount existed holds a private copy of it (a container started
+ * then, a process that unshared its mounts), so the unmount here may leave the connection, and
+ * nbdfuse, alive for as long as that namespace lives. By then nothing can use it (the loop
+ * devices are detached, and a copy elsewhere answers only to that namespace's processes), so
+ * after a short wait nbdfuse is told to stop (SIGTERM, then SIGKILL), and the holders are named in
+ * the log. Waiting for the copy to go instead made the kubelet's first unstage after a migration
+ * depend on timing.
+ */
+async function stopNbdfuse(
+  paths: FuseLoopPaths,
+  runner: CommandRunner,
+  log: (message: string) => void = (message) => process.stderr.write(`${message}\n`),
+): Promise<void> {
   const pid = await readPid(paths.pidFile);
   await unmount(paths.mountDir, { runner });
-  if (pid !== undefined)
-    await waitFor(`nbdfuse ${pid} to exit`, async () => !(await processAlive(pid, paths.mountDir)));
+  if (pid === undefined) return;
+  const gone = async () => !(await processAlive(pid, paths.mountDir));
+  if (await waitUntil(gone, NBDFUSE_EXIT_MS)) return;
+  const holders = await mountHolders(fuseSource(paths.volumeId));
+  log(
+    `nbdfuse ${pid} of ${paths.volumeId} did not exit after its unmount: its FUSE mount is still held by ` +
+      `${holders.length > 0 ? holders.join(', ') : 'a mount namespace outside this PID namespace'}; stopping it`,
+  );
+  signal(pid, 'SIGTERM');
+  if (await waitUntil(gone, NBDFUSE_EXIT_MS)) return;
+  signal(pid, 'SIGKILL');
+  await waitFor(`nbdfuse ${pid} to exit after SIGKILL`, gone);
+}
+
+function signal(pid: number, name: NodeJS.Signals): void {
+  try {
+    process.kill(pid, name);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
+  }
+}
+
+async function waitUntil(check: () => Promise<boolean>, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await check()) return true;
+    if (Date.now() > deadline) return false;
+    await sleep(50);
+  }
+}
+
+/** Processes (`pid (comm)`) whose mount namespace still has a mount with this source, one per namespace. */
+export async function mountHolders(source: string, procRoot = '/proc'): Promise<string[]> {
+  const seen = new Set<string>();
+  const holders: string[] = [];
+  for (const entry of await readdir(procRoot).catch(() => [] as string[])) {
+    if (!/^\d+$/.test(entry)) continue;
+    const namespace = await readlink(join(procRoot, entry, 'ns', 'mnt')).catch(() => undefined);
+    if (namespace === undefined || seen.has(namespace)) continue;
+    const mountinfo = await readFile(join(procRoot, entry, 'mountinfo'), 'utf8').catch(() => '');
+    seen.add(namespace);
+    if (!mountinfo.split('\n').some((line) => line.split(' - ')[1]?.split(' ')[1] === source)) continue;
+    const comm = (await readFile(join(procRoot, entry, 'comm'), 'utf8').catch(() => '?')).trim();
+    holders.push(`${entry} (${comm}, ${namespace})`);
+  }
+  return holders;
 }
 
 /** Undoes attachFuseLoop from whatever state is left; refuses while a loop device is mounted. */

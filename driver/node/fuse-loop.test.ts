@@ -1,0 +1,39 @@
+import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { mountHolders } from './fuse-loop.js';
+
+describe('mountHolders', () => {
+  let proc: string;
+  beforeEach(async () => {
+    proc = await mkdtemp(join(tmpdir(), 'tandem-proc-'));
+  });
+  afterEach(() => rm(proc, { recursive: true, force: true }));
+
+  async function processEntry(pid: number, namespace: string, comm: string, sources: string[]) {
+    const dir = join(proc, String(pid));
+    await mkdir(join(dir, 'ns'), { recursive: true });
+    await symlink(namespace, join(dir, 'ns', 'mnt'));
+    await writeFile(join(dir, 'comm'), `${comm}\n`);
+    const lines = sources.map(
+      (source, i) => `${30 + i} 1 0:${50 + i} / /m${i} rw,relatime shared:1 - fuse.nbdfuse ${source} rw`,
+    );
+    await writeFile(join(dir, 'mountinfo'), `${lines.join('\n')}\n`);
+  }
+
+  it('names one process per mount namespace that still has the mount, by its exact source', async () => {
+    await processEntry(10, 'mnt:[4026531841]', 'tandem', ['tandem-nbdfuse:vol-a']);
+    await processEntry(11, 'mnt:[4026531841]', 'tandem', ['tandem-nbdfuse:vol-a']);
+    await processEntry(20, 'mnt:[4026532000]', 'qemu-system-x86', [
+      'tandem-nbdfuse:vol-a2',
+      'tandem-nbdfuse:vol-b',
+    ]);
+    await processEntry(30, 'mnt:[4026532001]', 'sleep', []);
+    await writeFile(join(proc, 'self'), '');
+    expect(await mountHolders('tandem-nbdfuse:vol-a', proc)).toEqual(['10 (tandem, mnt:[4026531841])']);
+    expect(await mountHolders('tandem-nbdfuse:vol-b', proc)).toEqual([
+      '20 (qemu-system-x86, mnt:[4026532000])',
+    ]);
+    expect(await mountHolders('tandem-nbdfuse:vol-c', proc)).toEqual([]);
+  });
+});
