@@ -58,6 +58,25 @@ export async function installTandem(cluster: Cluster, timeoutMs = 240_000): Prom
     if (result.code !== 0)
       throw new Error(`${rollout} did not roll out: ${result.stderr.trim()}\n${await podReport(cluster)}`);
   }
+  // A node plugin that is Ready has not necessarily registered with its kubelet yet (the kubelet
+  // notices the registration socket on its own schedule); until it has, the kubelet cannot stage
+  // on that node. Every node's CSINode must list the driver.
+  await waitFor(
+    'the node plugin registered with every kubelet (CSINode)',
+    async () => {
+      const out = await cluster.kubectl([
+        'get',
+        'csinodes',
+        '-o',
+        'jsonpath={range .items[*]}{.metadata.name}={.spec.drivers[*].name}{"\\n"}{end}',
+      ]);
+      const registered = out.stdout.split('\n').filter((line) => /=.*\bcsi\.tandem\.dev\b/.test(line));
+      return registered.length === cluster.nodes.length;
+    },
+    remaining(),
+  ).catch(async (err: unknown) => {
+    throw new Error(`${String(err)}\n${await podReport(cluster)}`);
+  });
   // The webhook writes its CA into both configurations once it serves; until then the apiserver
   // cannot call it and claims (failurePolicy Fail) are refused.
   await waitFor(

@@ -82,8 +82,8 @@ describe('losetup listing', () => {
       ],
     });
     expect(parseLosetupList(json)).toEqual([
-      { name: '/dev/loop0', backFile: '/var/lib/tandem/v/fuse/disk' },
-      { name: '/dev/loop1', backFile: '' },
+      { name: '/dev/loop0', backFile: '/var/lib/tandem/v/fuse/disk', backDevice: '' },
+      { name: '/dev/loop1', backFile: '', backDevice: '' },
     ]);
     expect(parseLosetupList('')).toEqual([]);
   });

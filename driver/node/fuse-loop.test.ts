@@ -1,7 +1,7 @@
-import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { mountHolders } from './fuse-loop.js';
+import { loopDevicesOf, mountHolders } from './fuse-loop.js';
 
 describe('mountHolders', () => {
   let proc: string;
@@ -35,5 +35,44 @@ describe('mountHolders', () => {
       '20 (qemu-system-x86, mnt:[4026532000])',
     ]);
     expect(await mountHolders('tandem-nbdfuse:vol-c', proc)).toEqual([]);
+  });
+});
+
+describe('loopDevicesOf', () => {
+  let dir: string;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'tandem-loops-'));
+  });
+  afterEach(() => rm(dir, { recursive: true, force: true }));
+
+  const listing = (devices: { name: string; file: string; dev: string | null }[]) => async () => ({
+    code: 0,
+    stderr: '',
+    stdout: JSON.stringify({
+      loopdevices: devices.map((d) => ({ name: d.name, 'back-file': d.file, 'back-maj:min': d.dev })),
+    }),
+  });
+
+  it("takes only loop devices over this FUSE file, not another node's with the same path", async () => {
+    const file = join(dir, 'disk');
+    await writeFile(file, '');
+    const { dev } = await stat(file);
+    const ours = `${Math.floor(dev / 256) & 0xfff}:${(dev & 0xff) | ((dev >> 12) & ~0xff)}`;
+    const runner = listing([
+      { name: '/dev/loop3', file, dev: '0:999' }, // another node's plugin, same path
+      { name: '/dev/loop4', file, dev: ours },
+      { name: '/dev/loop5', file, dev: null }, // over a dead FUSE file: not ours while ours answers
+      { name: '/dev/loop6', file: `${file}.other`, dev: ours },
+    ]);
+    expect(await loopDevicesOf(file, runner)).toEqual(['/dev/loop4']);
+  });
+
+  it('takes those whose backing device the kernel cannot report when our FUSE file is dead', async () => {
+    const file = join(dir, 'gone', 'disk');
+    const runner = listing([
+      { name: '/dev/loop3', file, dev: '0:999' },
+      { name: '/dev/loop5', file, dev: null },
+    ]);
+    expect(await loopDevicesOf(file, runner)).toEqual(['/dev/loop5']);
   });
 });

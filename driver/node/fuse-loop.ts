@@ -53,22 +53,51 @@ export function fuseLoopPaths(stateDir: string, volumeId: string): FuseLoopPaths
 
 export const fuseSource = (volumeId: string) => `tandem-nbdfuse:${volumeId}`;
 
-/** Loop devices whose backing file is `file` (several only after a crash between two steps). */
+/**
+ * Loop devices whose backing file is `file` (several only after a crash between two steps).
+ *
+ * The path alone does not identify the file: loop devices belong to the kernel, and every node
+ * plugin on a kernel (the lab's simulated nodes share one; so would two plugins in containers)
+ * names its FUSE file with the same path in its own mount namespace. Another plugin's loop device
+ * taken for ours would put this node's reads and writes through that node's engine, its page
+ * cache shared, and fail once that node unstages. So while our FUSE file answers, a loop device
+ * counts only if its backing device number (losetup's BACK-MAJ:MIN) is our FUSE mount's; when our
+ * FUSE side is dead, the kernel cannot report one for any loop over it, and those with none count.
+ */
 export async function loopDevicesOf(file: string, runner: CommandRunner = run): Promise<string[]> {
   // `losetup -j FILE` would stat the file, which fails on a dead FUSE mount (ENOTCONN) — exactly
   // when detaching matters most; the listing reads paths from sysfs and needs no access to it.
-  const result = await runner('losetup', ['--list', '--json', '--output', 'NAME,BACK-FILE'], {
+  const result = await runner('losetup', ['--list', '--json', '--output', 'NAME,BACK-FILE,BACK-MAJ:MIN'], {
     timeoutMs: 30_000,
   });
+  const ours = await stat(file).then(
+    (s) => `${major(s.dev)}:${minor(s.dev)}`,
+    () => undefined,
+  );
   return parseLosetupList(result.stdout)
     .filter((d) => d.backFile === file || d.backFile === `${file} (deleted)`)
+    .filter((d) => (ours === undefined ? d.backDevice === '' : d.backDevice === ours))
     .map((d) => d.name);
 }
 
-export function parseLosetupList(json: string): { name: string; backFile: string }[] {
+/** The major number of a Linux dev_t (glibc's gnu_dev_major). */
+function major(dev: number): number {
+  return Number(((BigInt(dev) >> 8n) & 0xfffn) | ((BigInt(dev) >> 32n) & ~0xfffn));
+}
+function minor(dev: number): number {
+  return Number((BigInt(dev) & 0xffn) | ((BigInt(dev) >> 12n) & ~0xffn));
+}
+
+export function parseLosetupList(json: string): { name: string; backFile: string; backDevice: string }[] {
   if (json.trim() === '') return []; // no loop devices at all: losetup prints nothing
-  const parsed = JSON.parse(json) as { loopdevices?: { name?: string; 'back-file'?: string | null }[] };
-  return (parsed.loopdevices ?? []).map((d) => ({ name: d.name ?? '', backFile: d['back-file'] ?? '' }));
+  const parsed = JSON.parse(json) as {
+    loopdevices?: { name?: string; 'back-file'?: string | null; 'back-maj:min'?: string | null }[];
+  };
+  return (parsed.loopdevices ?? []).map((d) => ({
+    name: d.name ?? '',
+    backFile: d['back-file'] ?? '',
+    backDevice: d['back-maj:min'] ?? '',
+  }));
 }
 
 /** Whether the FUSE side answers: a mount whose nbdfuse died fails every access with ENOTCONN. */
