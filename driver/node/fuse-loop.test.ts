@@ -60,7 +60,7 @@ describe('loopDevicesOf', () => {
     const ours = `${Math.floor(dev / 256) & 0xfff}:${(dev & 0xff) | ((dev >> 12) & ~0xff)}`;
     const runner = listing([
       { name: '/dev/loop3', file, dev: '0:999' }, // another node's plugin, same path
-      { name: '/dev/loop4', file, dev: ours },
+      { name: '/dev/loop4', file, dev: `       ${ours}  ` }, // padded, as losetup prints it
       { name: '/dev/loop5', file, dev: null }, // over a dead FUSE file: not ours while ours answers
       { name: '/dev/loop6', file: `${file}.other`, dev: ours },
     ]);

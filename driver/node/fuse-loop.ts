@@ -96,7 +96,8 @@ export function parseLosetupList(json: string): { name: string; backFile: string
   return (parsed.loopdevices ?? []).map((d) => ({
     name: d.name ?? '',
     backFile: d['back-file'] ?? '',
-    backDevice: d['back-maj:min'] ?? '',
+    // losetup pads the column even in JSON ("       0:315").
+    backDevice: (d['back-maj:min'] ?? '').trim(),
   }));
 }
 
