@@ -265,10 +265,37 @@ describe('a QEMU VM on a migratable Tandem volume', () => {
 
 describe('page caches on two nodes', () => {
   it('a buffered reader held open on one node reads stale data after the other writes; O_DIRECT does not', async () => {
+    // Two launcher-like pods of one VMI, which exists, as it would with KubeVirt (the migrator reads it).
+    const vmi = JSON.parse(
+      (
+        await env.cluster.kubectl(['create', '-f', '-', '-o', 'json'], {
+          input: JSON.stringify({
+            apiVersion: 'kubevirt.io/v1',
+            kind: 'VirtualMachineInstance',
+            metadata: { name: 'coherence', namespace: NS },
+            spec: {
+              domain: { devices: {} },
+              volumes: [{ name: 'disk', persistentVolumeClaim: { claimName: 'coherence-disk' } }],
+            },
+          }),
+        })
+      ).stdout,
+    ) as { metadata: { uid: string } };
+    await env.kubectl(
+      '-n',
+      NS,
+      'patch',
+      'virtualmachineinstances.kubevirt.io',
+      'coherence',
+      '--subresource=status',
+      '--type=merge',
+      '-p',
+      JSON.stringify({ status: { phase: 'Running', nodeName: 'node-1' } }),
+    );
     const labels = {
       [APP_LABEL]: LAUNCHER_ROLE,
       [VM_NAME_LABEL]: 'coherence',
-      [CREATED_BY_LABEL]: 'uid-coherence',
+      [CREATED_BY_LABEL]: vmi.metadata.uid,
     };
     // The reader on node-2 holds the device open for its whole life, as QEMU does: the page cache
     // of a block device lives as long as one opener keeps it open.
