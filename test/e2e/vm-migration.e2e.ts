@@ -10,7 +10,13 @@
 import { type GuestReport, guestReport } from '../../lab/vm/guest-console.js';
 import { LabKubeVirt, type MigrationOutcome, type VmPlace } from '../../lab/vm/kubevirt-stand-in.js';
 import { claim, namespace, pod } from '../../lab/workloads.js';
-import { APP_LABEL, CREATED_BY_LABEL, LAUNCHER_ROLE, VM_NAME_LABEL } from '../../lib/kubevirt/vocabulary.js';
+import {
+  APP_LABEL,
+  CREATED_BY_LABEL,
+  LAUNCHER_ROLE,
+  MIGRATION_JOB_LABEL,
+  VM_NAME_LABEL,
+} from '../../lib/kubevirt/vocabulary.js';
 import { waitFor } from '../../lib/readiness.js';
 import { startTandemCluster, type TandemCluster } from '../harness/real-cluster.js';
 import {
@@ -306,11 +312,12 @@ describe('page caches on two nodes', () => {
     );
     await env.waitForPod(NS, 'reader-node-1');
     await env.apply(
+      // The second pod is a migration's target, and carries the migration job's label as one does.
       pod(NS, 'reader-node-2', {
         claim: 'coherence-disk',
         block: true,
         node: 'node-2',
-        labels,
+        labels: { ...labels, [MIGRATION_JOB_LABEL]: 'migration-coherence' },
         script: holdOpen,
       }),
     );
