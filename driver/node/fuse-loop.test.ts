@@ -64,15 +64,18 @@ describe('loopDevicesOf', () => {
       { name: '/dev/loop5', file, dev: null }, // over a dead FUSE file: not ours while ours answers
       { name: '/dev/loop6', file: `${file}.other`, dev: ours },
     ]);
-    expect(await loopDevicesOf(file, runner)).toEqual(['/dev/loop4']);
+    // Cleaning up also takes the loop over a dead FUSE file; reusing one takes only ours.
+    expect(await loopDevicesOf(file, runner)).toEqual(['/dev/loop4', '/dev/loop5']);
+    expect(await loopDevicesOf(file, runner, true)).toEqual(['/dev/loop4']);
   });
 
-  it('takes those whose backing device the kernel cannot report when our FUSE file is dead', async () => {
+  it('takes, for cleaning up, those whose backing device the kernel cannot report', async () => {
     const file = join(dir, 'gone', 'disk');
     const runner = listing([
       { name: '/dev/loop3', file, dev: '0:999' },
       { name: '/dev/loop5', file, dev: null },
     ]);
     expect(await loopDevicesOf(file, runner)).toEqual(['/dev/loop5']);
+    expect(await loopDevicesOf(file, runner, true)).toEqual([]);
   });
 });

@@ -19,7 +19,7 @@
  * until it is detached and attached again.
  */
 import { mkdir, readdir, readFile, readlink, rm, rmdir, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { run } from '../../lib/exec.js';
 import { ensureLoopDirectIo, loopSizeLimit, raiseLoopSizeLimit } from './loop-ioctl.js';
@@ -60,23 +60,32 @@ export const fuseSource = (volumeId: string) => `tandem-nbdfuse:${volumeId}`;
  * plugin on a kernel (the lab's simulated nodes share one; so would two plugins in containers)
  * names its FUSE file with the same path in its own mount namespace. Another plugin's loop device
  * taken for ours would put this node's reads and writes through that node's engine, its page
- * cache shared, and fail once that node unstages. So while our FUSE file answers, a loop device
- * counts only if its backing device number (losetup's BACK-MAJ:MIN) is our FUSE mount's; when our
- * FUSE side is dead, the kernel cannot report one for any loop over it, and those with none count.
+ * cache shared, and fail once that node unstages. So a loop device counts when its backing device
+ * number (losetup's BACK-MAJ:MIN) is our FUSE mount's (read from mountinfo, which still has it
+ * when nbdfuse died). The kernel reports none for a loop over a dead FUSE file: such loops count
+ * too unless `strict` — right for cleaning up (ours may be among them), wrong for reusing one.
  */
-export async function loopDevicesOf(file: string, runner: CommandRunner = run): Promise<string[]> {
+export async function loopDevicesOf(
+  file: string,
+  runner: CommandRunner = run,
+  strict = false,
+): Promise<string[]> {
   // `losetup -j FILE` would stat the file, which fails on a dead FUSE mount (ENOTCONN) — exactly
   // when detaching matters most; the listing reads paths from sysfs and needs no access to it.
   const result = await runner('losetup', ['--list', '--json', '--output', 'NAME,BACK-FILE,BACK-MAJ:MIN'], {
     timeoutMs: 30_000,
   });
-  const ours = await stat(file).then(
-    (s) => `${major(s.dev)}:${minor(s.dev)}`,
-    () => undefined,
-  );
+  const mount = await findMount(dirname(file)).catch(() => undefined);
+  const ours =
+    mount !== undefined
+      ? `${mount.major}:${mount.minor}`
+      : await stat(file).then(
+          (s) => `${major(s.dev)}:${minor(s.dev)}`,
+          () => undefined,
+        );
   return parseLosetupList(result.stdout)
     .filter((d) => d.backFile === file || d.backFile === `${file} (deleted)`)
-    .filter((d) => (ours === undefined ? d.backDevice === '' : d.backDevice === ours))
+    .filter((d) => (ours !== undefined && d.backDevice === ours) || (!strict && d.backDevice === ''))
     .map((d) => d.name);
 }
 
@@ -215,7 +224,7 @@ export async function attachFuseLoop(
     // The engine went away under an attachment nobody mounted (a stage interrupted by a data-plane
     // restart): loops and the dead FUSE mount are detached, and the attach starts afresh.
     await detachFuseLoop(paths, runner);
-  } else if (mounted !== undefined && (await loopDevicesOf(paths.file, runner)).length === 0) {
+  } else if (mounted !== undefined && (await loopDevicesOf(paths.file, runner, true)).length === 0) {
     // Alive but unused (a crash between nbdfuse and losetup): it may be connected to another
     // export or have an older size, and only a loop device ever uses it, so start afresh too.
     await stopNbdfuse(paths, runner);
@@ -224,7 +233,7 @@ export async function attachFuseLoop(
     await mkdir(paths.mountDir, { recursive: true });
     await startNbdfuse(paths, uri, runner);
   }
-  const existing = await loopDevicesOf(paths.file, runner);
+  const existing = await loopDevicesOf(paths.file, runner, true);
   if (existing[0] !== undefined) {
     if (sizeLimit !== undefined) await raiseIfLimited(existing[0], sizeLimit, runner);
     await ensureLoopDirectIo(existing[0], runner);
