@@ -6,7 +6,7 @@
  */
 import { join } from 'node:path';
 import { CoreV1Api } from '@kubernetes/client-node';
-import { run } from '../lib/exec.js';
+import { type RunResult, run } from '../lib/exec.js';
 import { loadKubeConfig } from '../lib/kube/client.js';
 import { type Logger, silentLogger } from '../lib/log.js';
 import { waitFor } from '../lib/readiness.js';
@@ -33,10 +33,7 @@ export interface Cluster {
   images: LabImages;
   /** Milliseconds of each start-up step, for the README's figures and slow-start diagnosis. */
   timings: Record<string, number>;
-  kubectl(
-    args: readonly string[],
-    options?: { timeoutMs?: number; allowFailure?: boolean; input?: string },
-  ): ReturnType<typeof run>;
+  kubectl(args: readonly string[], options?: KubectlOptions): Promise<RunResult>;
   /** Stops everything; every step runs even when one fails. Returns what could not be cleaned. */
   stop(): Promise<string[]>;
 }
@@ -127,15 +124,29 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     kubeconfigPath,
     images,
     timings,
-    kubectl: (args, kubectlOptions = {}) =>
-      run(toolPath('kubectl'), ['--kubeconfig', kubeconfigPath, ...args], {
-        timeoutMs: kubectlOptions.timeoutMs ?? 60_000,
-        allowFailure: kubectlOptions.allowFailure ?? false,
-        ...(kubectlOptions.input === undefined ? {} : { input: kubectlOptions.input }),
-        logger,
-      }),
+    kubectl: kubectlFor(kubeconfigPath, logger),
     stop,
   };
+}
+
+export interface KubectlOptions {
+  timeoutMs?: number;
+  allowFailure?: boolean;
+  input?: string;
+}
+
+/** The lab's kubectl against one kubeconfig (the cluster's own, or a lab another process started). */
+export function kubectlFor(
+  kubeconfigPath: string,
+  logger?: Logger,
+): (args: readonly string[], options?: KubectlOptions) => Promise<RunResult> {
+  return (args, options = {}) =>
+    run(toolPath('kubectl'), ['--kubeconfig', kubeconfigPath, ...args], {
+      timeoutMs: options.timeoutMs ?? 60_000,
+      allowFailure: options.allowFailure ?? false,
+      ...(options.input === undefined ? {} : { input: options.input }),
+      ...(logger === undefined ? {} : { logger }),
+    });
 }
 
 /**

@@ -1,9 +1,9 @@
 import { Command, InvalidArgumentError, Option } from '@commander-js/extra-typings';
-import { toolPath } from '../../lab/tools.js';
+import { kubectlFor } from '../../lab/cluster.js';
 import { LabKubeVirt, type MigrationOutcome } from '../../lab/vm/kubevirt-stand-in.js';
+import { volumeOfClaim } from '../../lab/volumes.js';
 import { isDnsName, nodeName } from '../../lib/config.js';
 import { UsageError } from '../../lib/errors.js';
-import { run } from '../../lib/exec.js';
 import { waitFor } from '../../lib/readiness.js';
 
 /**
@@ -26,18 +26,7 @@ export function labMigrateCommand() {
     )
     .option('--and-back', 'migrate back to the node it ran on afterwards')
     .action(async (options) => {
-      const cluster = {
-        kubeconfigPath: options.kubeconfig,
-        kubectl: (
-          args: readonly string[],
-          o: { timeoutMs?: number; allowFailure?: boolean; input?: string } = {},
-        ) =>
-          run(toolPath('kubectl'), ['--kubeconfig', options.kubeconfig, ...args], {
-            timeoutMs: o.timeoutMs ?? 60_000,
-            allowFailure: o.allowFailure ?? false,
-            ...(o.input === undefined ? {} : { input: o.input }),
-          }),
-      };
+      const cluster = { kubeconfigPath: options.kubeconfig, kubectl: kubectlFor(options.kubeconfig) };
       const kubevirt = new LabKubeVirt(cluster);
       const start = await kubevirt.locate(options.namespace, options.vm);
       const nodes = (
@@ -55,7 +44,7 @@ export function labMigrateCommand() {
         process.stdout.write(`Migrating ${options.namespace}/${options.vm} to ${hop}...\n`);
         const outcome = await kubevirt.migrate(options.namespace, options.vm, hop);
         process.stdout.write(`${describe(outcome)}\n`);
-        process.stdout.write(`${await decision(cluster, options.namespace, outcome)}\n`);
+        process.stdout.write(`${await decision(kubevirt, options.namespace, outcome)}\n`);
         if (!outcome.succeeded) {
           process.exitCode = 1;
           return;
@@ -84,27 +73,18 @@ function describe(o: MigrationOutcome): string {
 }
 
 /** What Tandem's migrator decided for the claim's volume, once it has. */
-async function decision(
-  cluster: { kubectl(args: readonly string[]): Promise<{ stdout: string }> },
-  namespace: string,
-  o: MigrationOutcome,
-): Promise<string> {
-  const claim = JSON.parse(
+async function decision(kubevirt: LabKubeVirt, namespace: string, o: MigrationOutcome): Promise<string> {
+  const { cluster } = kubevirt;
+  const pod = JSON.parse(
     (
       await cluster
         .kubectl(['-n', namespace, 'get', 'pod', o.target.pod, '-o', 'json'])
         .catch(() => ({ stdout: '{}' }))
     ).stdout,
   ) as { spec?: { volumes?: { persistentVolumeClaim?: { claimName?: string } }[] } };
-  const claimName = claim.spec?.volumes?.find((v) => v.persistentVolumeClaim)?.persistentVolumeClaim
-    ?.claimName;
-  if (!claimName) return '  Tandem: (the target pod is gone; see kubectl get volumes.tandem.dev)';
-  const pv = (
-    await cluster.kubectl(['-n', namespace, 'get', 'pvc', claimName, '-o', 'jsonpath={.spec.volumeName}'])
-  ).stdout.trim();
-  const volume = (
-    await cluster.kubectl(['get', 'pv', pv, '-o', 'jsonpath={.spec.csi.volumeHandle}'])
-  ).stdout.trim();
+  const claim = pod.spec?.volumes?.find((v) => v.persistentVolumeClaim)?.persistentVolumeClaim?.claimName;
+  if (!claim) return '  Tandem: (the target pod is gone; see kubectl get volumes.tandem.dev)';
+  const volume = await volumeOfClaim(cluster, namespace, claim);
   let words = '';
   await waitFor(
     `the migrator's decision for ${volume}`,

@@ -289,14 +289,19 @@ async function stopNbdfuse(
   await unmount(paths.mountDir, { runner });
   if (pid === undefined) return;
   const gone = async () => !(await processAlive(pid, paths.mountDir));
-  if (await waitUntil(gone, NBDFUSE_EXIT_MS)) return;
+  const exited = (timeoutMs: number) =>
+    waitFor(`nbdfuse ${pid} to exit`, gone, timeoutMs).then(
+      () => true,
+      () => false,
+    );
+  if (await exited(NBDFUSE_EXIT_MS)) return;
   const holders = await mountHolders(fuseSource(paths.volumeId));
   log(
     `nbdfuse ${pid} of ${paths.volumeId} did not exit after its unmount: its FUSE mount is still held by ` +
       `${holders.length > 0 ? holders.join(', ') : 'a mount namespace outside this PID namespace'}; stopping it`,
   );
   signal(pid, 'SIGTERM');
-  if (await waitUntil(gone, NBDFUSE_EXIT_MS)) return;
+  if (await exited(NBDFUSE_EXIT_MS)) return;
   signal(pid, 'SIGKILL');
   await waitFor(`nbdfuse ${pid} to exit after SIGKILL`, gone);
 }
@@ -306,15 +311,6 @@ function signal(pid: number, name: NodeJS.Signals): void {
     process.kill(pid, name);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
-  }
-}
-
-async function waitUntil(check: () => Promise<boolean>, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await check()) return true;
-    if (Date.now() > deadline) return false;
-    await sleep(50);
   }
 }
 

@@ -36,6 +36,7 @@ import {
 } from '../../lib/kubevirt/vocabulary.js';
 import { packageRoot } from '../../lib/paths.js';
 import { waitFor } from '../../lib/readiness.js';
+import type { Cluster } from '../cluster.js';
 import {
   type CacheMode,
   type GuestOptions,
@@ -47,13 +48,8 @@ import {
 } from './launcher.js';
 import { type MigrationInfo, QmpClient } from './qmp.js';
 
-export interface Kubectl {
-  kubeconfigPath: string;
-  kubectl(
-    args: readonly string[],
-    options?: { timeoutMs?: number; allowFailure?: boolean; input?: string },
-  ): Promise<{ code: number; stdout: string; stderr: string }>;
-}
+/** What the stand-in needs of a cluster: its kubeconfig (for CRDs) and kubectl. */
+export type Kubectl = Pick<Cluster, 'kubeconfigPath' | 'kubectl'>;
 
 export interface VmSpec {
   namespace: string;

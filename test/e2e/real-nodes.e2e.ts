@@ -14,7 +14,7 @@ import {
   MIGRATION_JOB_LABEL,
   VM_NAME_LABEL,
 } from '../../lib/kubevirt/vocabulary.js';
-import { startTandemCluster, type TandemCluster } from '../harness/real-cluster.js';
+import { startTandemCluster, type TandemCluster, tandemPods } from '../harness/real-cluster.js';
 
 const NS = 'e2e';
 let env: TandemCluster;
@@ -309,20 +309,7 @@ describe('Tandem on real nodes', () => {
       return { writes, errors };
     };
     const daemonPod = async (component: string) =>
-      (
-        await env.kubectl(
-          '-n',
-          'tandem-system',
-          'get',
-          'pods',
-          '-l',
-          `app.kubernetes.io/component=${component}`,
-          '--field-selector',
-          `spec.nodeName=${facts.node}`,
-          '-o',
-          'jsonpath={.items[0].metadata.name}',
-        )
-      ).trim();
+      (await tandemPods(env, component, facts.node))[0]?.name ?? '';
     const restart = async (component: string) => {
       const old = await daemonPod(component);
       const start = await progress();

@@ -9,6 +9,7 @@
  */
 import { type GuestReport, guestReport } from '../../lab/vm/guest-console.js';
 import { LabKubeVirt, type MigrationOutcome, type VmPlace } from '../../lab/vm/kubevirt-stand-in.js';
+import { volumeOfClaim } from '../../lab/volumes.js';
 import { claim, namespace, pod } from '../../lab/workloads.js';
 import {
   APP_LABEL,
@@ -18,7 +19,7 @@ import {
   VM_NAME_LABEL,
 } from '../../lib/kubevirt/vocabulary.js';
 import { waitFor } from '../../lib/readiness.js';
-import { startTandemCluster, type TandemCluster } from '../harness/real-cluster.js';
+import { startTandemCluster, type TandemCluster, tandemPods } from '../harness/real-cluster.js';
 import {
   compareReplicas,
   migrationsTotal,
@@ -26,7 +27,6 @@ import {
   podProcesses,
   readVolume,
   replicaFiles,
-  volumeOfClaim,
   waitForMigrationEnd,
 } from '../harness/vm-checks.js';
 
@@ -115,7 +115,7 @@ describe('a QEMU VM on a migratable Tandem volume', () => {
       node: 'node-1',
       guest: { verifyEveryMs: 2_000 },
     });
-    volume = await volumeOfClaim(env, NS, 'guest-disk');
+    volume = await volumeOfClaim(env.cluster, NS, 'guest-disk');
     const report = await verifiedAgain(place, 0, 1);
     expect(report.ready).toBe(true);
     // The kernel really runs the loop device under the published device with direct I/O.
@@ -229,26 +229,14 @@ describe('a QEMU VM on a migratable Tandem volume', () => {
     const before = await readVolume(env, volume);
     const passBefore = lastPass(await console_(place));
     // node-3 runs neither engine: killing its data plane kills only that replica's server.
-    const dataplane = (
-      await env.kubectl(
-        '-n',
-        'tandem-system',
-        'get',
-        'pods',
-        '-l',
-        'app.kubernetes.io/component=dataplane',
-        '--field-selector',
-        'spec.nodeName=node-3',
-        '-o',
-        'jsonpath={.items[0].metadata.name}',
-      )
-    ).trim();
+    const [dataplane] = await tandemPods(env, 'dataplane', 'node-3');
+    expect(dataplane).toBeDefined();
     let killed = false;
     const outcome = await kubevirt.migrate(NS, VM, 'node-2', {
       maxBandwidth: 8 * 1024 * 1024,
       onProgress: async (info) => {
         if (killed || (info.ram?.transferred ?? 0) < 8 * 1024 * 1024) return;
-        const pids = await podProcesses(env, 'tandem-system', dataplane, 'node');
+        const pids = await podProcesses(env, 'tandem-system', dataplane?.name ?? '', 'node');
         expect(pids.length).toBeGreaterThan(0);
         for (const pid of pids) process.kill(pid, 'SIGKILL');
         killed = true;

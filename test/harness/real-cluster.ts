@@ -106,3 +106,29 @@ export async function startTandemCluster(nodes = 3): Promise<TandemCluster> {
     stop: () => lab.stop(),
   };
 }
+
+/** Tandem's pods of one component (label app.kubernetes.io/component), on one node when given. */
+export async function tandemPods(
+  env: Pick<TandemCluster, 'kubectl'>,
+  component: string,
+  node?: string,
+): Promise<{ name: string; ip: string }[]> {
+  const out = await env.kubectl(
+    '-n',
+    'tandem-system',
+    'get',
+    'pods',
+    '-l',
+    `app.kubernetes.io/component=${component}`,
+    ...(node === undefined ? [] : ['--field-selector', `spec.nodeName=${node}`]),
+    '-o',
+    'jsonpath={range .items[*]}{.metadata.name} {.status.podIP}{"\\n"}{end}',
+  );
+  return out
+    .split('\n')
+    .filter((line) => line.trim() !== '')
+    .map((line) => {
+      const [name = '', ip = ''] = line.trim().split(' ');
+      return { name, ip };
+    });
+}

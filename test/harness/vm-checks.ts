@@ -9,15 +9,7 @@ import { join } from 'node:path';
 import type { Volume } from '../../lib/api/volume.js';
 import { run } from '../../lib/exec.js';
 import { waitFor } from '../../lib/readiness.js';
-import type { TandemCluster } from './real-cluster.js';
-
-export async function volumeOfClaim(env: TandemCluster, namespace: string, claim: string): Promise<string> {
-  const pv = (
-    await env.kubectl('-n', namespace, 'get', 'pvc', claim, '-o', 'jsonpath={.spec.volumeName}')
-  ).trim();
-  if (pv === '') throw new Error(`claim ${namespace}/${claim} is not bound`);
-  return (await env.kubectl('get', 'pv', pv, '-o', 'jsonpath={.spec.csi.volumeHandle}')).trim();
-}
+import { type TandemCluster, tandemPods } from './real-cluster.js';
 
 export async function readVolume(env: TandemCluster, name: string): Promise<Volume> {
   return JSON.parse(await env.kubectl('get', 'volumes.tandem.dev', name, '-o', 'json')) as Volume;
@@ -89,23 +81,10 @@ export async function compareReplicas(files: string[]): Promise<string[]> {
 
 /** `tandem_migrations_total{result}` summed over the migrator's pods (only the leader counts). */
 export async function migrationsTotal(env: TandemCluster, result: string): Promise<number> {
-  const ips = (
-    await env.kubectl(
-      '-n',
-      'tandem-system',
-      'get',
-      'pods',
-      '-l',
-      'app.kubernetes.io/component=migrator',
-      '-o',
-      'jsonpath={range .items[*]}{.status.podIP}{"\\n"}{end}',
-    )
-  )
-    .split('\n')
-    .filter((ip) => ip.trim() !== '');
+  const ips = (await tandemPods(env, 'migrator')).map((p) => p.ip);
   let total = 0;
   for (const ip of ips) {
-    const text = await fetch(`http://${ip.trim()}:9505/metrics`).then(
+    const text = await fetch(`http://${ip}:9505/metrics`).then(
       (r) => r.text(),
       () => '',
     );

@@ -184,7 +184,7 @@ function parseVm(kind: VmKind, object: unknown): VmFacts | string {
   }
   const claims = parseClaims(vmiSpec.volumes, `${path}.volumes`);
   if (typeof claims === 'string') return claims;
-  const cacheModes = parseCacheModes(vmiSpec, path);
+  const cacheModes = parseCacheModes(vmiSpec, path, claims);
   if (typeof cacheModes === 'string') return cacheModes;
   return {
     ref: nameOf(metadata),
@@ -221,9 +221,11 @@ function parseClaims(volumes: unknown, path: string): { volume: string; claim: s
  * The cache mode of each disk that sets one, with the claim its volume names (a disk and its
  * volume share a name in KubeVirt).
  */
-function parseCacheModes(vmiSpec: Record<string, unknown>, path: string): VmFacts['cacheModes'] | string {
-  const claims = parseClaims(vmiSpec.volumes, `${path}.volumes`);
-  if (typeof claims === 'string') return claims;
+function parseCacheModes(
+  vmiSpec: Record<string, unknown>,
+  path: string,
+  claims: { volume: string; claim: string }[],
+): VmFacts['cacheModes'] | string {
   const domain = vmiSpec.domain;
   const devices = isRecord(domain) ? domain.devices : undefined;
   const disks = isRecord(devices) ? devices.disks : undefined;
