@@ -75,16 +75,8 @@ function describe(o: MigrationOutcome): string {
 /** What Tandem's migrator decided for the claim's volume, once it has. */
 async function decision(kubevirt: LabKubeVirt, namespace: string, o: MigrationOutcome): Promise<string> {
   const { cluster } = kubevirt;
-  const pod = JSON.parse(
-    (
-      await cluster
-        .kubectl(['-n', namespace, 'get', 'pod', o.target.pod, '-o', 'json'])
-        .catch(() => ({ stdout: '{}' }))
-    ).stdout,
-  ) as { spec?: { volumes?: { persistentVolumeClaim?: { claimName?: string } }[] } };
-  const claim = pod.spec?.volumes?.find((v) => v.persistentVolumeClaim)?.persistentVolumeClaim?.claimName;
-  if (!claim) return '  Tandem: (the target pod is gone; see kubectl get volumes.tandem.dev)';
-  const volume = await volumeOfClaim(cluster, namespace, claim);
+  const claim = await kubevirt.claimOf(namespace, o.source.vm);
+  const volume = await volumeOfClaim(kubevirt.cluster, namespace, claim);
   let words = '';
   await waitFor(
     `the migrator's decision for ${volume}`,

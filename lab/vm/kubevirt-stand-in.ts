@@ -177,6 +177,16 @@ export class LabKubeVirt {
     return placeOf(namespace, vm, vmi.metadata.uid, pod);
   }
 
+  /** The claim the VMI's disk is on (its first persistentVolumeClaim volume). */
+  async claimOf(namespace: string, vm: string): Promise<string> {
+    const vmi = JSON.parse(
+      (await this.cluster.kubectl(['-n', namespace, 'get', VMI, vm, '-o', 'json'])).stdout,
+    ) as { spec?: { volumes?: { persistentVolumeClaim?: { claimName?: string } }[] } };
+    const claim = vmi.spec?.volumes?.find((v) => v.persistentVolumeClaim)?.persistentVolumeClaim?.claimName;
+    if (!claim) throw new Error(`VMI ${namespace}/${vm} has no persistentVolumeClaim volume`);
+    return claim;
+  }
+
   /** The guest's serial console so far: the launcher pod's log. */
   async consoleLog(place: Pick<VmPlace, 'namespace' | 'pod'>): Promise<string> {
     const out = await this.cluster.kubectl(['-n', place.namespace, 'logs', place.pod], {
