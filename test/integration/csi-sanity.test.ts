@@ -51,7 +51,10 @@ function runSanity(stack: CsiStack, accessType: 'mount' | 'block'): Promise<Sani
   const dir = join(stack.dir, `sanity-${accessType}`);
   mkdirSync(dir, { recursive: true });
   const params = join(dir, 'parameters.yaml');
-  writeFileSync(params, 'numberOfReplicas: "2"\n');
+  // xfs, not the default ext4: root on these machines lacks CAP_SYS_RESOURCE, which ext4's online
+  // resize needs, so NodeExpandVolume after NodePublishVolume passed only when the filesystem had
+  // nothing to grow yet. xfs grows online without it; mkfs.xfs wants at least 300 MiB.
+  writeFileSync(params, 'numberOfReplicas: "2"\nfsType: xfs\n');
   const junit = join(dir, 'junit.xml');
   const args = [
     `--csi.endpoint=${node.nodeSocket}`,
@@ -59,8 +62,8 @@ function runSanity(stack: CsiStack, accessType: 'mount' | 'block'): Promise<Sani
     `--csi.mountdir=${join(dir, 'target')}`,
     `--csi.stagingdir=${join(dir, 'staging')}`,
     `--csi.testvolumeaccesstype=${accessType}`,
-    `--csi.testvolumesize=${64 * MiB}`,
-    `--csi.testvolumeexpandsize=${128 * MiB}`,
+    `--csi.testvolumesize=${320 * MiB}`,
+    `--csi.testvolumeexpandsize=${512 * MiB}`,
     `--csi.testvolumeparameters=${params}`,
     `--ginkgo.junit-report=${junit}`,
     '--ginkgo.no-color',
