@@ -29,9 +29,14 @@ function documentedOptions(): Map<string, Map<string, DocumentedOption>> {
   let current: Map<string, DocumentedOption> | undefined;
   for (let i = 0; i < lines.length; i++) {
     const line = lines[i] as string;
-    const heading = /^([A-Z_0-9]+(?: \{ [A-Z_]+ +(?:\{ [A-Z_]+ \{\} \}|\{\}) \})?) *(?:\{\})?$/.exec(line.trim());
+    const heading = /^([A-Z_0-9]+(?: \{ [A-Z_]+ +(?:\{ [A-Z_]+ \{\} \}|\{\}) \})?) *(?:\{\})?$/.exec(
+      line.trim(),
+    );
     if (heading && /^-+$/.test((lines[i + 1] ?? '').trim())) {
-      const path = (heading[1] as string).replace(/\s*\{\s*/g, '/').replace(/[\s{}]/g, '').replace(/\/+$/, '');
+      const path = (heading[1] as string)
+        .replace(/\s*\{\s*/g, '/')
+        .replace(/[\s{}]/g, '')
+        .replace(/\/+$/, '');
       current = new Map();
       sections.set(path.toUpperCase(), current);
       continue;
@@ -41,7 +46,10 @@ function documentedOptions(): Map<string, Map<string, DocumentedOption>> {
     let spec = option[2] as string;
     while (!spec.includes(')') && i + 1 < lines.length) spec += ` ${(lines[++i] as string).trim()}`;
     spec = spec.slice(0, spec.lastIndexOf(')'));
-    const values = /values \[([^\]]*)\]/.exec(spec)?.[1]?.split(',').map((v) => v.trim().toLowerCase());
+    const values = /values \[([^\]]*)\]/
+      .exec(spec)?.[1]
+      ?.split(',')
+      .map((v) => v.trim().toLowerCase());
     const range = /range (-?\d+) to (-?\d+)/.exec(spec);
     current.set((option[1] as string).toLowerCase(), {
       type: (spec.split(',')[0] as string).trim(),
@@ -65,7 +73,12 @@ const settings = {
 function check(value: GaneshaValue, documented: DocumentedOption, where: string): void {
   const items = Array.isArray(value) ? value : [value];
   for (const item of items) {
-    if (documented.values) expect({ where, value: String(item).toLowerCase(), allowed: documented.values.includes(String(item).toLowerCase()) }).toMatchObject({ allowed: true });
+    if (documented.values)
+      expect({
+        where,
+        value: String(item).toLowerCase(),
+        allowed: documented.values.includes(String(item).toLowerCase()),
+      }).toMatchObject({ allowed: true });
     if (documented.range && typeof item === 'number') {
       expect(item).toBeGreaterThanOrEqual(documented.range[0]);
       expect(item).toBeLessThanOrEqual(documented.range[1]);
@@ -78,7 +91,15 @@ describe('Ganesha configuration', () => {
   const docs = documentedOptions();
 
   test('the reference document parses into the blocks Ganesha lists', () => {
-    for (const block of ['NFS_CORE_PARAM', 'NFSV4', 'NFS_KRB5', 'EXPORT', 'EXPORT_DEFAULTS', 'EXPORT/FSAL', 'LOG'])
+    for (const block of [
+      'NFS_CORE_PARAM',
+      'NFSV4',
+      'NFS_KRB5',
+      'EXPORT',
+      'EXPORT_DEFAULTS',
+      'EXPORT/FSAL',
+      'LOG',
+    ])
       expect(docs.get(block)?.size ?? 0).toBeGreaterThan(0);
     expect(docs.get('NFSV4')?.get('recoverybackend')?.values).toContain('fs_ng');
   });
@@ -118,7 +139,9 @@ describe('Ganesha configuration', () => {
   test('fast failover shortens grace to 30 s and keeps it longer than the lease', () => {
     expect(failoverTimings(true)).toEqual({ graceSeconds: 30, leaseSeconds: 20 });
     expect(renderGaneshaConfig({ ...settings, ...failoverTimings(true) })).toMatch(/Grace_Period = 30;/);
-    expect(() => ganeshaBlocks({ ...settings, graceSeconds: 10, leaseSeconds: 20 })).toThrow(/grace \(10 s\)/);
+    expect(() => ganeshaBlocks({ ...settings, graceSeconds: 10, leaseSeconds: 20 })).toThrow(
+      /grace \(10 s\)/,
+    );
   });
 
   test('recovery records under the export are refused: clients would see them', () => {

@@ -46,9 +46,16 @@ export interface GaneshaBlock {
 
 export function ganeshaBlocks(settings: GaneshaSettings): GaneshaBlock[] {
   if (settings.graceSeconds < settings.leaseSeconds)
-    throw new Error(`grace (${settings.graceSeconds} s) must not be shorter than the lease (${settings.leaseSeconds} s)`);
-  if (settings.exportPath === settings.recoveryRoot || settings.recoveryRoot.startsWith(`${settings.exportPath}/`))
-    throw new Error(`recovery records (${settings.recoveryRoot}) must live outside the export (${settings.exportPath})`);
+    throw new Error(
+      `grace (${settings.graceSeconds} s) must not be shorter than the lease (${settings.leaseSeconds} s)`,
+    );
+  if (
+    settings.exportPath === settings.recoveryRoot ||
+    settings.recoveryRoot.startsWith(`${settings.exportPath}/`)
+  )
+    throw new Error(
+      `recovery records (${settings.recoveryRoot}) must live outside the export (${settings.exportPath})`,
+    );
   return [
     {
       name: 'NFS_CORE_PARAM',

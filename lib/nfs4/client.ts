@@ -8,6 +8,7 @@
 import {
   CLAIM_NULL,
   CLAIM_PREVIOUS,
+  FATTR4_FSID,
   FATTR4_MODE,
   FATTR4_SIZE,
   FILE_SYNC4,
@@ -84,7 +85,10 @@ function components(path: string): string[] {
 
 /** PUTROOTFH and a LOOKUP per component: the current filehandle becomes the path's. */
 function walk(parts: string[]): OpCall[] {
-  return [{ name: 'PUTROOTFH' }, ...parts.map((part): OpCall => ({ name: 'LOOKUP', encode: (w) => w.string(part) }))];
+  return [
+    { name: 'PUTROOTFH' },
+    ...parts.map((part): OpCall => ({ name: 'LOOKUP', encode: (w) => w.string(part) })),
+  ];
 }
 
 const getFh: OpCall<Buffer> = { name: 'GETFH', decode: (r) => Buffer.from(r.opaque(128)) };
@@ -98,8 +102,22 @@ export class Nfs4Client {
     private readonly ownerId: string,
   ) {}
 
-  static async connect(options: SessionOptions): Promise<Nfs4Client> {
-    return new Nfs4Client(await Nfs4Session.open(options), options.ownerId);
+  /**
+   * Opens a session. NFSv4.1 lets a client take new state only after RECLAIM_COMPLETE, so one
+   * that has nothing to reclaim sends it at once; one that means to reclaim (`reclaiming`) sends
+   * it itself with reclaimComplete() once its reclaims are done.
+   */
+  static async connect(options: SessionOptions & { reclaiming?: boolean }): Promise<Nfs4Client> {
+    const client = new Nfs4Client(await Nfs4Session.open(options), options.ownerId);
+    if (!options.reclaiming) {
+      try {
+        await client.reclaimComplete();
+      } catch (err) {
+        client.abandon();
+        throw err;
+      }
+    }
+    return client;
   }
 
   get serverScope(): string {
@@ -119,7 +137,9 @@ export class Nfs4Client {
     const parts = components(path);
     const name = parts.pop();
     if (name === undefined) throw new Error('cannot open the export root as a file');
-    const access = (options.readOnly ? OPEN4_SHARE_ACCESS_READ : OPEN4_SHARE_ACCESS_BOTH) | OPEN4_SHARE_ACCESS_WANT_NO_DELEG;
+    const access =
+      (options.readOnly ? OPEN4_SHARE_ACCESS_READ : OPEN4_SHARE_ACCESS_BOTH) |
+      OPEN4_SHARE_ACCESS_WANT_NO_DELEG;
     const openOp: OpCall<StateId> = {
       name: 'OPEN',
       encode: (w) => {
@@ -146,13 +166,19 @@ export class Nfs4Client {
           const why = r.uint32();
           if (why === WND4_CONTENTION || why === WND4_RESOURCE) r.bool();
         } else if (delegation !== OPEN_DELEGATE_NONE) {
-          throw new Nfs4Error(Status.NFS4ERR_SERVERFAULT, 'OPEN', `delegation ${delegation} granted though none was wanted`);
+          throw new Nfs4Error(
+            Status.NFS4ERR_SERVERFAULT,
+            'OPEN',
+            `delegation ${delegation} granted though none was wanted`,
+          );
         }
         return stateid;
       },
     };
     // A reclaim names the file by its filehandle (CLAIM_PREVIOUS), so walk to the file itself.
-    const ops = options.reclaim ? [...walk([...parts, name]), openOp, getFh] : [...walk(parts), openOp, getFh];
+    const ops = options.reclaim
+      ? [...walk([...parts, name]), openOp, getFh]
+      : [...walk(parts), openOp, getFh];
     const results = await this.session.compound(ops);
     const stateid = results[results.length - 2] as StateId;
     const fh = results[results.length - 1] as Buffer;
@@ -174,7 +200,11 @@ export class Nfs4Client {
           const committed = r.uint32();
           r.fixedOpaque(8);
           if (committed !== FILE_SYNC4)
-            throw new Nfs4Error(Status.NFS4ERR_IO, 'WRITE', `asked for FILE_SYNC, server committed level ${committed}`);
+            throw new Nfs4Error(
+              Status.NFS4ERR_IO,
+              'WRITE',
+              `asked for FILE_SYNC, server committed level ${committed}`,
+            );
           return count;
         },
       },
@@ -301,6 +331,25 @@ export class Nfs4Client {
       },
     ]);
     return results[results.length - 1] as bigint;
+  }
+
+  /** The filesystem id of the export root: tells a served export from Ganesha's pseudo root. */
+  async rootFsid(): Promise<string> {
+    const [, fsid] = await this.session.compound([
+      { name: 'PUTROOTFH' },
+      {
+        name: 'GETATTR',
+        encode: (w) => w.uint32Array([1 << FATTR4_FSID]),
+        decode: (r) => {
+          const mask = r.uint32Array();
+          const values = r.opaque();
+          if (((mask[0] ?? 0) & (1 << FATTR4_FSID)) === 0 || values.length < 16)
+            throw new Nfs4Error(Status.NFS4ERR_SERVERFAULT, 'GETATTR', 'fsid not returned');
+          return `${values.readBigUInt64BE(0)}.${values.readBigUInt64BE(8)}`;
+        },
+      },
+    ]);
+    return fsid as string;
   }
 
   /** Renews the lease (a SEQUENCE) every intervalMs while the client lives, as NFSv4.1 requires. */

@@ -119,5 +119,6 @@ export const UNSTABLE4 = 0;
 export const READ_LT = 1;
 export const WRITE_LT = 2;
 export const FATTR4_SIZE = 4;
+export const FATTR4_FSID = 8;
 export const FATTR4_MODE = 33;
 export const SP4_NONE = 0;

@@ -12,7 +12,14 @@ const MSG_REPLY = 1;
 const MSG_ACCEPTED = 0;
 const AUTH_NONE = 0;
 const AUTH_SYS = 1;
-const ACCEPT_STATUS = ['SUCCESS', 'PROG_UNAVAIL', 'PROG_MISMATCH', 'PROC_UNAVAIL', 'GARBAGE_ARGS', 'SYSTEM_ERR'];
+const ACCEPT_STATUS = [
+  'SUCCESS',
+  'PROG_UNAVAIL',
+  'PROG_MISMATCH',
+  'PROC_UNAVAIL',
+  'GARBAGE_ARGS',
+  'SYSTEM_ERR',
+];
 const LAST_FRAGMENT = 0x8000_0000;
 /** Larger than any reply NFSv4.1 negotiates here (1 MiB reads plus headers). */
 const MAX_RECORD = 16 << 20;
@@ -65,16 +72,26 @@ export class RpcConnection {
   ) {
     socket.setNoDelay(true);
     socket.on('data', (chunk) => this.onData(chunk));
-    socket.on('error', (err) => this.fail(new RpcConnectionError(`connection to the NFS server failed: ${err.message}`)));
+    socket.on('error', (err) =>
+      this.fail(new RpcConnectionError(`connection to the NFS server failed: ${err.message}`)),
+    );
     socket.on('close', () => this.fail(new RpcConnectionError('the NFS server closed the connection')));
   }
 
   static connect(endpoint: RpcEndpoint, auth: AuthSys, timeoutMs = 5_000): Promise<RpcConnection> {
     return new Promise((resolve, reject) => {
-      const socket = net.connect({ host: endpoint.host, port: endpoint.port, localAddress: endpoint.localAddress });
+      const socket = net.connect({
+        host: endpoint.host,
+        port: endpoint.port,
+        localAddress: endpoint.localAddress,
+      });
       const timer = setTimeout(() => {
         socket.destroy();
-        reject(new RpcConnectionError(`no TCP connection to ${endpoint.host}:${endpoint.port} within ${timeoutMs} ms`));
+        reject(
+          new RpcConnectionError(
+            `no TCP connection to ${endpoint.host}:${endpoint.port} within ${timeoutMs} ms`,
+          ),
+        );
       }, timeoutMs);
       socket.once('connect', () => {
         clearTimeout(timer);
@@ -93,7 +110,13 @@ export class RpcConnection {
   }
 
   /** Calls one procedure; resolves with the reader positioned at the procedure's results. */
-  call(program: number, version: number, procedure: number, args: Buffer, timeoutMs: number): Promise<XdrReader> {
+  call(
+    program: number,
+    version: number,
+    procedure: number,
+    args: Buffer,
+    timeoutMs: number,
+  ): Promise<XdrReader> {
     if (this.closedWith) return Promise.reject(this.closedWith);
     const xid = this.nextXid;
     this.nextXid = (this.nextXid + 1) >>> 0;
@@ -111,7 +134,8 @@ export class RpcConnection {
       .uint32(0)
       .toBuffer();
     const length = header.length - 4 + args.length;
-    if (length > MAX_RECORD) return Promise.reject(new RpcRejectedError(`call of ${length} bytes is too large`));
+    if (length > MAX_RECORD)
+      return Promise.reject(new RpcRejectedError(`call of ${length} bytes is too large`));
     header.writeUInt32BE((LAST_FRAGMENT | length) >>> 0, 0);
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -150,7 +174,9 @@ export class RpcConnection {
       const length = head & ~LAST_FRAGMENT;
       if (length > MAX_RECORD) {
         this.socket.destroy();
-        this.fail(new RpcConnectionError(`the server sent a record of ${length} bytes, more than ${MAX_RECORD}`));
+        this.fail(
+          new RpcConnectionError(`the server sent a record of ${length} bytes, more than ${MAX_RECORD}`),
+        );
         return;
       }
       if (this.receivedBytes < 4 + length) return;
@@ -183,12 +209,15 @@ export class RpcConnection {
     this.pending.delete(xid);
     clearTimeout(waiting.timer);
     try {
-      if (reader.uint32() !== MSG_REPLY) throw new RpcRejectedError('the server sent a call where a reply was due');
-      if (reader.uint32() !== MSG_ACCEPTED) throw new RpcRejectedError('the server denied the call (RPC version or authentication)');
+      if (reader.uint32() !== MSG_REPLY)
+        throw new RpcRejectedError('the server sent a call where a reply was due');
+      if (reader.uint32() !== MSG_ACCEPTED)
+        throw new RpcRejectedError('the server denied the call (RPC version or authentication)');
       reader.uint32(); // verifier flavor
       reader.opaque(400);
       const accept = reader.uint32();
-      if (accept !== 0) throw new RpcRejectedError(`the server did not run the call: ${ACCEPT_STATUS[accept] ?? accept}`);
+      if (accept !== 0)
+        throw new RpcRejectedError(`the server did not run the call: ${ACCEPT_STATUS[accept] ?? accept}`);
       waiting.resolve(reader);
     } catch (err) {
       waiting.reject(err as Error);

@@ -67,7 +67,7 @@ function readChannelAttrs(r: XdrReader): { maxRequests: number } {
 }
 
 export class Nfs4Session {
-  private sessionId = Buffer.alloc(16);
+  private sessionId: Buffer = Buffer.alloc(16);
   private slotSequence: number[] = [];
   private freeSlots: number[] = [];
   private slotWaiters: Array<(slot: number) => void> = [];
@@ -94,7 +94,11 @@ export class Nfs4Session {
 
   static async open(options: SessionOptions): Promise<Nfs4Session> {
     const timeoutMs = options.timeoutMs ?? 10_000;
-    const connection = await RpcConnection.connect(options.endpoint, options.auth ?? defaultAuth(), timeoutMs);
+    const connection = await RpcConnection.connect(
+      options.endpoint,
+      options.auth ?? defaultAuth(),
+      timeoutMs,
+    );
     try {
       const verifier = options.verifier ?? Buffer.alloc(8);
       const exchange = await rawCompound(connection, timeoutMs, [
@@ -111,10 +115,11 @@ export class Nfs4Session {
             const clientId = r.uint64();
             const sequence = r.uint32();
             r.uint32(); // flags
-            if (r.uint32() !== SP4_NONE) throw new Error('the server asked for state protection this client does not do');
+            if (r.uint32() !== SP4_NONE)
+              throw new Error('the server asked for state protection this client does not do');
             r.uint64(); // server owner minor id
             const serverOwner = r.opaque(1024).toString('utf8');
-            const serverScope = r.opaque(1024).toString("utf8").replace(/\0+$/, "");
+            const serverScope = r.opaque(1024).toString('utf8').replace(/\0+$/, '');
             return { clientId, sequence, serverOwner, serverScope };
           },
         },
@@ -171,7 +176,8 @@ export class Nfs4Session {
     const highest = this.slotSequence.length - 1;
     const sequenceOp: OpCall = {
       name: 'SEQUENCE',
-      encode: (w) => w.fixedOpaque(this.sessionId, 16).uint32(sequence).uint32(slot).uint32(highest).bool(false),
+      encode: (w) =>
+        w.fixedOpaque(this.sessionId, 16).uint32(sequence).uint32(slot).uint32(highest).bool(false),
       decode: (r) => {
         r.fixedOpaque(16);
         r.uint32();
@@ -189,7 +195,8 @@ export class Nfs4Session {
       return results.slice(1);
     } catch (err) {
       if (err instanceof RpcConnectionError) this.brokenWith = err;
-      if (err instanceof Nfs4Error && err.operation === 'SEQUENCE' && sessionGone(err.status)) this.brokenWith = err;
+      if (err instanceof Nfs4Error && err.operation === 'SEQUENCE' && sessionGone(err.status))
+        this.brokenWith = err;
       throw err;
     } finally {
       this.releaseSlot(slot);
@@ -266,7 +273,11 @@ async function rawCompound(
     const opcode = r.uint32();
     const status = r.uint32();
     if (op === undefined || opcode !== Op[op.name])
-      throw new Nfs4Error(Status.NFS4ERR_SERVERFAULT, op?.name ?? 'COMPOUND', `reply for ${opNames.get(opcode) ?? opcode}`);
+      throw new Nfs4Error(
+        Status.NFS4ERR_SERVERFAULT,
+        op?.name ?? 'COMPOUND',
+        `reply for ${opNames.get(opcode) ?? opcode}`,
+      );
     if (status !== Status.NFS4_OK) throw new Nfs4Error(status, op.name, op.decodeError?.(status, r) ?? '');
     results.push(op.decode ? op.decode(r) : undefined);
     if (index === 0) onFirstOk?.();
@@ -274,4 +285,3 @@ async function rawCompound(
   if (compoundStatus !== Status.NFS4_OK) throw new Nfs4Error(compoundStatus, ops[count]?.name ?? 'COMPOUND');
   return results;
 }
-

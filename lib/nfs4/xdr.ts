@@ -141,7 +141,9 @@ export class XdrReader {
 
   private take(length: number): Buffer {
     if (length > this.remaining)
-      throw new XdrError(`truncated: ${length} bytes wanted at offset ${this.offset}, ${this.remaining} left`);
+      throw new XdrError(
+        `truncated: ${length} bytes wanted at offset ${this.offset}, ${this.remaining} left`,
+      );
     const data = this.buffer.subarray(this.offset, this.offset + length);
     this.offset += length;
     return data;
