@@ -113,10 +113,17 @@ describe('tandem CLI', () => {
     },
   );
 
-  it('accepts valid configuration for a component not yet built, then says so instead of pretending to run', async () => {
-    const result = await tandem(['share-manager', '--volume', 'pvc-1', '--node-id', 'n1']);
+  it('refuses a share manager without the address its clients reach', async () => {
+    const result = await tandem([
+      'share-manager',
+      '--volume',
+      'pvc-1',
+      '--node-id',
+      'n1',
+      '--bind-address',
+      'pod-ip',
+    ]);
     expect(result.ok).toBe(false);
-    expect(result.error?.name).toBe('UsageError');
-    expect(result.error?.message).toMatch(/share-manager component is not in this build yet/);
+    expect(result.stderr).toMatch(/"pod-ip" is not an IP address/);
   });
 });

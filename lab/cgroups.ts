@@ -88,8 +88,18 @@ export function nodeProcesses(root: string): number[] {
 }
 
 /** One round of SIGKILL to every process of the node; returns the pids it found (empty: none left). */
-function killRound(root: string): number[] {
-  const found = nodeProcesses(root);
+const FUSE_DAEMONS = new Set(['nbdfuse']);
+
+function commandName(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+  } catch {
+    return '';
+  }
+}
+
+function killRound(root: string, only?: ReadonlySet<string>): number[] {
+  const found = nodeProcesses(root).filter((pid) => only === undefined || only.has(commandName(pid)));
   for (const pid of found) {
     try {
       process.kill(pid, 'SIGKILL');
@@ -106,8 +116,31 @@ function killRound(root: string): number[] {
  */
 export async function killNodeProcesses(root: string, timeoutMs = 20_000): Promise<number[]> {
   const deadline = Date.now() + timeoutMs;
+  // FUSE daemons first, while other processes still hold the node's mount namespace. Were an
+  // nbdfuse the last process in it, its own exit would unmount the filesystem on the loop device
+  // over its FUSE file, and that unmount's flush waits for nbdfuse itself: a thread stuck in D
+  // state for good (seen in CI). Killed first, its connection aborts and the flush fails fast.
+  const fuseDeadline = Date.now() + 5_000;
+  while (killRound(root, FUSE_DAEMONS).length > 0 && Date.now() <= fuseDeadline)
+    await new Promise((r) => setTimeout(r, 100));
   while (killRound(root).length > 0 && Date.now() <= deadline) await new Promise((r) => setTimeout(r, 100));
   return nodeProcesses(root);
+}
+
+/**
+ * What a process that outlived SIGKILL is doing: its name, state and kernel wait channel (a
+ * process in D state waits in the kernel, typically on I/O to a device whose server is gone).
+ */
+export function describeProcess(pid: number): string {
+  const read = (file: string) => {
+    try {
+      return readFileSync(`/proc/${pid}/${file}`, 'utf8').trim();
+    } catch {
+      return '?';
+    }
+  };
+  const state = /^State:\s*(.*)$/m.exec(read('status'))?.[1] ?? '?';
+  return `${pid} (${read('comm')}, ${state}, waiting in ${read('wchan') || 'user space'})`;
 }
 
 /** Removes the node's cgroups in every hierarchy, children first; returns the ones that stayed. */
@@ -130,6 +163,8 @@ export function removeNodeCgroups(root: string): string[] {
 export function killNodeProcessesSync(root: string, timeoutMs = 10_000): number[] {
   const deadline = Date.now() + timeoutMs;
   const pause = new Int32Array(new SharedArrayBuffer(4));
+  const fuseDeadline = Date.now() + 5_000; // FUSE daemons first: see killNodeProcesses
+  while (killRound(root, FUSE_DAEMONS).length > 0 && Date.now() <= fuseDeadline) Atomics.wait(pause, 0, 0, 100);
   while (killRound(root).length > 0 && Date.now() <= deadline) Atomics.wait(pause, 0, 0, 100);
   return nodeProcesses(root);
 }

@@ -16,7 +16,13 @@ import { run } from '../lib/exec.js';
 import { type Logger, silentLogger } from '../lib/log.js';
 import { waitFor } from '../lib/readiness.js';
 import { Service } from '../lib/service.js';
-import { createNodeCgroups, killNodeProcesses, pidsCgroup, removeNodeCgroups } from './cgroups.js';
+import {
+  createNodeCgroups,
+  describeProcess,
+  killNodeProcesses,
+  pidsCgroup,
+  removeNodeCgroups,
+} from './cgroups.js';
 import type { ControlPlane } from './control-plane.js';
 import type { SimulatedNode } from './netns.js';
 import {
@@ -272,7 +278,8 @@ export class RealNode {
       await service.stop().catch((err: unknown) => problems.push(`${service.name}: ${String(err)}`));
     }
     const left = await killNodeProcesses(this.cgroupRoot);
-    if (left.length > 0) problems.push(`${this.node.name}: processes ${left.join(', ')} survived SIGKILL`);
+    if (left.length > 0)
+      problems.push(`${this.node.name}: processes ${left.map(describeProcess).join(', ')} survived SIGKILL`);
     const cgroups = removeNodeCgroups(this.cgroupRoot);
     if (cgroups.length > 0) problems.push(`${this.node.name}: cgroups not removed: ${cgroups.join(', ')}`);
     for (const problem of problems) this.logger.warn({ problem }, 'node teardown');

@@ -1,11 +1,21 @@
+import { isIP } from 'node:net';
 import { Command, InvalidArgumentError, Option } from '@commander-js/extra-typings';
-import { isDnsName } from '../../lib/config.js';
-import { kubeconfigOption, logLevelOption, nodeIdOption } from '../options.js';
-import { notYetAvailable } from './not-yet.js';
+import { DEFAULT_ENGINE_SOCKET_DIR } from '../../driver/csi/node-topology.js';
+import { NFS_PORT, ShareManager } from '../../driver/share-manager/share-manager.js';
+import { integerIn, oneOf } from '../../lib/config.js';
+import { errorMessage } from '../../lib/errors.js';
+import { createLogger } from '../../lib/log.js';
+import { untilStopSignal } from '../../lib/signals.js';
+import { logLevelOption, nodeIdOption, volumeName } from '../options.js';
 
-const volumeName = (value: string): string => {
-  if (!isDnsName(value))
-    throw new InvalidArgumentError(`"${value}" is not a volume name (lower-case DNS name).`);
+const absolutePath = (value: string): string => {
+  if (!value.startsWith('/')) throw new InvalidArgumentError(`"${value}" is not an absolute path.`);
+  return value;
+};
+
+const ipAddress = (value: string): string => {
+  if (isIP(value) === 0)
+    throw new InvalidArgumentError(`"${value}" is not an IP address (the pod's or the node's).`);
   return value;
 };
 
@@ -19,7 +29,86 @@ export function shareManagerCommand() {
         .makeOptionMandatory(),
     )
     .addOption(nodeIdOption())
-    .addOption(kubeconfigOption())
+    .addOption(
+      new Option('--bind-address <ip>', "the address NFS clients reach (the pod's IP)")
+        .argParser(ipAddress)
+        .env('POD_IP')
+        .makeOptionMandatory(),
+    )
+    .addOption(
+      new Option('--port <n>', 'NFS port')
+        .argParser(integerIn(1, 65535))
+        .default(NFS_PORT)
+        .env('TANDEM_NFS_PORT'),
+    )
+    .addOption(
+      new Option('--fs-type <type>', "the volume's filesystem (made on first use)")
+        .argParser(oneOf(['ext4', 'xfs'] as const))
+        .default('ext4' as const)
+        .env('TANDEM_FS_TYPE'),
+    )
+    .addOption(
+      new Option('--fast-failover', 'grace 30 s and lease 20 s instead of 90 s and 60 s').env(
+        'TANDEM_FAST_FAILOVER',
+      ),
+    )
+    .addOption(
+      new Option(
+        '--engine-socket-dir <path>',
+        "where the data plane's engines listen (one socket per volume)",
+      )
+        .argParser(absolutePath)
+        .default(DEFAULT_ENGINE_SOCKET_DIR)
+        .env('TANDEM_ENGINE_SOCKET_DIR'),
+    )
+    .addOption(
+      new Option(
+        '--state-dir <path>',
+        "the share manager's attachment records, mount point and Ganesha files",
+      )
+        .argParser(absolutePath)
+        .default('/var/lib/tandem/share-manager')
+        .env('TANDEM_SHARE_MANAGER_STATE_DIR'),
+    )
+    .addOption(
+      new Option(
+        '--frontend <kind>',
+        'block device frontend: auto (kernel NBD when present), kernel-nbd or nbdfuse',
+      )
+        .argParser(oneOf(['auto', 'kernel-nbd', 'nbdfuse'] as const))
+        .default('auto' as const)
+        .env('TANDEM_NODE_FRONTEND'),
+    )
     .addOption(logLevelOption())
-    .action(notYetAvailable('share-manager'));
+    .action(async (options) => {
+      const logger = createLogger('share-manager', options.logLevel).child({
+        node: options.nodeId,
+        volume: options.volume,
+      });
+      const manager = await ShareManager.start({
+        volumeId: options.volume,
+        nodeId: options.nodeId,
+        stateDir: options.stateDir,
+        engineSocketDir: options.engineSocketDir,
+        frontend: options.frontend,
+        bindAddress: options.bindAddress,
+        port: options.port,
+        fsType: options.fsType,
+        fastFailover: options.fastFailover === true,
+        logger,
+      });
+      const end = await Promise.race([
+        untilStopSignal().then((signal) => ({ signal: String(signal), died: undefined })),
+        manager.ganeshaExited.then((died) => ({ signal: undefined, died })),
+      ]);
+      if (end.died !== undefined) {
+        // Ganesha is gone: stop serving the volume here so a successor can take it.
+        logger.error({ reason: end.died }, 'NFS-Ganesha died; releasing the volume');
+        process.exitCode = 1;
+      } else logger.info({ signal: end.signal }, 'shutting down');
+      await manager.stop().catch((err: unknown) => {
+        logger.error({ err: errorMessage(err) }, 'release failed');
+        process.exitCode = 1;
+      });
+    });
 }
