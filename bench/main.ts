@@ -6,6 +6,7 @@
 import { benchCsi } from './csi.js';
 import { benchDataplane } from './dataplane.js';
 import { benchMigration } from './migration.js';
+import { benchNfs } from './nfs.js';
 import { benchPods } from './pods.js';
 import { benchVmMigration } from './vm-migration.js';
 import { benchWebhook } from './webhook.js';
@@ -14,6 +15,7 @@ const BENCHMARKS: Record<string, () => Promise<Record<string, unknown>>> = {
   csi: benchCsi,
   dataplane: benchDataplane,
   migration: benchMigration,
+  nfs: benchNfs,
   pods: benchPods,
   'vm-migration': benchVmMigration,
   webhook: benchWebhook,

@@ -164,7 +164,8 @@ export function killNodeProcessesSync(root: string, timeoutMs = 10_000): number[
   const deadline = Date.now() + timeoutMs;
   const pause = new Int32Array(new SharedArrayBuffer(4));
   const fuseDeadline = Date.now() + 5_000; // FUSE daemons first: see killNodeProcesses
-  while (killRound(root, FUSE_DAEMONS).length > 0 && Date.now() <= fuseDeadline) Atomics.wait(pause, 0, 0, 100);
+  while (killRound(root, FUSE_DAEMONS).length > 0 && Date.now() <= fuseDeadline)
+    Atomics.wait(pause, 0, 0, 100);
   while (killRound(root).length > 0 && Date.now() <= deadline) Atomics.wait(pause, 0, 0, 100);
   return nodeProcesses(root);
 }

@@ -23,6 +23,7 @@ import {
   READ_LT,
   Status,
   UNCHECKED4,
+  UNSTABLE4,
   WND4_CONTENTION,
   WND4_RESOURCE,
   WRITE_LT,
@@ -212,6 +213,46 @@ export class Nfs4Client {
     if (written !== data.length)
       throw new Nfs4Error(Status.NFS4ERR_IO, 'WRITE', `short write: ${written} of ${data.length} bytes`);
     return written as number;
+  }
+
+  /**
+   * WRITE with UNSTABLE, as kernel clients write ordinary data: the server may hold it in memory
+   * until COMMIT. Resolves with the server's write verifier; a COMMIT answering a different one
+   * means the server restarted in between and the data must be written again.
+   */
+  async writeUnstable(file: OpenFile, offset: bigint, data: Buffer): Promise<Buffer> {
+    const [, result] = await this.session.compound([
+      { name: 'PUTFH', encode: (w) => w.opaque(file.fh) },
+      {
+        name: 'WRITE',
+        encode: (w) => {
+          writeStateId(w, file.stateid);
+          w.uint64(offset).uint32(UNSTABLE4).opaque(data);
+        },
+        decode: (r) => ({
+          count: r.uint32(),
+          committed: r.uint32(),
+          verifier: Buffer.from(r.fixedOpaque(8)),
+        }),
+      },
+    ]);
+    const { count, verifier } = result as { count: number; verifier: Buffer };
+    if (count !== data.length)
+      throw new Nfs4Error(Status.NFS4ERR_IO, 'WRITE', `short write: ${count} of ${data.length} bytes`);
+    return verifier;
+  }
+
+  /** COMMIT of the whole file: every unstable write before it is on stable storage. */
+  async commit(file: OpenFile): Promise<Buffer> {
+    const [, verifier] = await this.session.compound([
+      { name: 'PUTFH', encode: (w) => w.opaque(file.fh) },
+      {
+        name: 'COMMIT',
+        encode: (w) => w.uint64(0n).uint32(0),
+        decode: (r) => Buffer.from(r.fixedOpaque(8)),
+      },
+    ]);
+    return verifier as Buffer;
   }
 
   async read(file: OpenFile, offset: bigint, count: number): Promise<{ data: Buffer; eof: boolean }> {

@@ -25,6 +25,7 @@ const DEFAULTS: TandemClassParameters = {
   nfsOptions: 'vers=4.1,noresvport,softerr,timeo=600,retrans=5',
   shareManagerNodeSelector: {},
   shareManagerTolerations: [],
+  fastFailover: false,
 };
 
 const parse = (parameters: Record<string, string> | undefined): TandemClassParameters => {
@@ -56,6 +57,7 @@ describe('STORAGE_CLASS_PARAMETER_KEYS', () => {
       'nfsHardMountAcknowledged',
       'shareManagerNodeSelector',
       'shareManagerTolerations',
+      'fastFailover',
       'csi.storage.k8s.io/fstype',
       'csi.storage.k8s.io/provisioner-secret-name',
       'csi.storage.k8s.io/provisioner-secret-namespace',
@@ -132,6 +134,8 @@ describe('parseStorageClassParameters: legal values', () => {
         },
       },
     ],
+    [{ fastFailover: 'true' }, { fastFailover: true }],
+    [{ fastFailover: 'false' }, {}],
     [
       { shareManagerTolerations: 'dedicated=storage:NoSchedule' },
       {
@@ -190,6 +194,7 @@ describe('parseStorageClassParameters: legal values', () => {
         nfsHardMountAcknowledged: 'true',
         shareManagerNodeSelector: 'role:storage',
         shareManagerTolerations: 'role=storage:NoSchedule',
+        fastFailover: 'true',
       }),
     ).toEqual({
       numberOfReplicas: 2,
@@ -199,6 +204,7 @@ describe('parseStorageClassParameters: legal values', () => {
       nfsOptions: 'vers=4.2,hard,timeo=600',
       shareManagerNodeSelector: { role: 'storage' },
       shareManagerTolerations: [{ key: 'role', operator: 'Equal', value: 'storage', effect: 'NoSchedule' }],
+      fastFailover: true,
     });
   });
 
@@ -294,7 +300,7 @@ describe('parseStorageClassParameters: illegal values', () => {
   );
 
   it.each(['True', 'TRUE', 'yes', 'no', '1', '0', '', ' true', 'true ', 'on'])(
-    'refuses the boolean %p for migratable and nfsHardMountAcknowledged',
+    'refuses the boolean %p for migratable, nfsHardMountAcknowledged and fastFailover',
     (value) => {
       const expected = (key: string) =>
         new RegExp(
@@ -302,6 +308,7 @@ describe('parseStorageClassParameters: illegal values', () => {
         );
       refusesWith({ migratable: value }, expected('migratable'));
       refusesWith({ nfsHardMountAcknowledged: value }, expected('nfsHardMountAcknowledged'));
+      refusesWith({ fastFailover: value }, expected('fastFailover'));
     },
   );
 
@@ -459,6 +466,7 @@ describe('parseStorageClassParameters: migratable classes', () => {
     ['nfsHardMountAcknowledged', 'true', 'are never exported over NFS'],
     ['shareManagerNodeSelector', 'os:linux', 'never get a share manager'],
     ['shareManagerTolerations', 'a:NoSchedule', 'never get a share manager'],
+    ['fastFailover', 'true', 'never get a share manager'],
   ])('refuses %s as having no effect', (key, value, why) => {
     const errors = errorsOf({ migratable: 'true', [key]: value });
     expect(errors).toHaveLength(1);

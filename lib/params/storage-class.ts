@@ -37,6 +37,8 @@ export interface TandemClassParameters {
   nfsOptions: string;
   shareManagerNodeSelector: Record<string, string>;
   shareManagerTolerations: Toleration[];
+  /** Share managers with grace 30 s and a Lease heartbeat every few seconds (default: grace 90 s). */
+  fastFailover: boolean;
 }
 
 export type ParseResult = { ok: true; value: TandemClassParameters } | { ok: false; errors: string[] };
@@ -52,6 +54,7 @@ const TANDEM_KEYS = [
   'nfsHardMountAcknowledged',
   'shareManagerNodeSelector',
   'shareManagerTolerations',
+  'fastFailover',
 ] as const;
 
 /** external-provisioner interprets these keys itself and strips them before CreateVolume. */
@@ -91,6 +94,7 @@ const NOT_FOR_MIGRATABLE: ReadonlyArray<readonly [string, string]> = [
   ['nfsHardMountAcknowledged', 'are never exported over NFS'],
   ['shareManagerNodeSelector', 'never get a share manager'],
   ['shareManagerTolerations', 'never get a share manager'],
+  ['fastFailover', 'never get a share manager'],
 ];
 
 // ---------------------------------------------------------------------------
@@ -313,6 +317,7 @@ export function parseStorageClassParameters(parameters: Record<string, string> |
   let nfsOptions = DEFAULT_NFS_OPTIONS;
   let shareManagerNodeSelector: Record<string, string> = {};
   let shareManagerTolerations: Toleration[] = [];
+  let fastFailover = false;
   if (migratable) {
     for (const [key, why] of NOT_FOR_MIGRATABLE) {
       if (get(key) === undefined) continue;
@@ -344,6 +349,7 @@ export function parseStorageClassParameters(parameters: Record<string, string> |
     );
     shareManagerNodeSelector = optional('shareManagerNodeSelector', parseNodeSelector, {});
     shareManagerTolerations = optional('shareManagerTolerations', parseTolerations, []);
+    fastFailover = optional('fastFailover', (v) => parseBoolean('fastFailover', v), false);
   }
 
   if (errors.length > 0) return { ok: false, errors };
@@ -357,6 +363,7 @@ export function parseStorageClassParameters(parameters: Record<string, string> |
       nfsOptions,
       shareManagerNodeSelector,
       shareManagerTolerations,
+      fastFailover,
     },
   };
 }

@@ -10,108 +10,27 @@
  *   on the node it published to. The volume is a ReadWriteOnce Filesystem one: CreateVolume does
  *   not serve ReadWriteMany Filesystem until the controller side lands, and the share manager
  *   stages exactly as it will for one (SINGLE_NODE_WRITER, on its own node).
- * - Nodes share this machine's network namespace (CsiStack runs on loopback), so each "node"
- *   has a loopback address of its own: share managers listen on 127.0.1.N, clients connect from
- *   127.0.2.N. After a move a client reconnects to the new address, where in a cluster the
- *   volume's Service keeps one address and its EndpointSlice changes.
+ * - Nodes share this machine's network namespace (CsiStack runs on loopback): each node has
+ *   loopback addresses of its own, for its share manager and its clients (harness/share-managers.ts).
  */
 
 import { createHash, randomBytes } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { afterAll, beforeAll, expect, jest, test } from '@jest/globals';
-import { releaseShare } from '../../driver/share-manager/share-manager.js';
-import { silentLogger } from '../../lib/log.js';
-import { type LockHandle, Nfs4Client, Nfs4Error, type OpenFile } from '../../lib/nfs4/client.js';
-import { Nfs4Session } from '../../lib/nfs4/session.js';
-import { packageRoot } from '../../lib/paths.js';
+import { type Nfs4Client, Nfs4Error } from '../../lib/nfs4/client.js';
 import { waitFor } from '../../lib/readiness.js';
-import { Service } from '../../lib/service.js';
-import { tandemEntry } from '../harness/cli-process.js';
-import { retrying } from '../harness/csi-client.js';
-import { CsiStack, type StackNode } from '../harness/csi-stack.js';
+import { CsiStack } from '../harness/csi-stack.js';
 import { CsiVolumeSteps } from '../harness/csi-volume-steps.js';
+import { ShareManagers } from '../harness/share-managers.js';
 
 jest.setTimeout(300_000);
 
 const MiB = 1024 * 1024;
-const serverAddress = (index: number) => `127.0.1.${index + 1}`;
-const clientAddress = (index: number) => `127.0.2.${index + 1}`;
 const digest = (data: Buffer) => createHash('sha256').update(data).digest('hex');
 
 let stack: CsiStack;
 let steps: CsiVolumeSteps;
 let volumeId: string;
-const managers = new Map<string, Service>();
-
-function stateDir(node: StackNode): string {
-  return join(stack.dir, `share-manager-${node.name}`);
-}
-
-async function startShareManager(index: number): Promise<Service> {
-  const node = steps.node(index);
-  const logFile = join(stack.dir, `share-manager-${node.name}.log`);
-  const service = new Service({
-    name: `share-manager-${node.name}`,
-    command: process.execPath,
-    args: [
-      ...tandemEntry(),
-      'share-manager',
-      '--volume',
-      volumeId,
-      '--node-id',
-      node.name,
-      '--bind-address',
-      serverAddress(index),
-      '--engine-socket-dir',
-      node.engineDir,
-      '--state-dir',
-      stateDir(node),
-      '--fast-failover',
-      '--log-level',
-      'debug',
-    ],
-    cwd: packageRoot(),
-    logFile,
-  });
-  managers.set(node.name, service);
-  try {
-    await waitFor(
-      `share manager on ${node.name} serving NFS`,
-      async () => {
-        try {
-          await Nfs4Session.ping({ host: serverAddress(index), port: 2049 }, 500);
-          return true;
-        } catch {
-          return false;
-        }
-      },
-      120_000,
-      () => service.running,
-    );
-  } catch (err) {
-    throw new Error(`${(err as Error).message}\n${(await readFile(logFile, 'utf8')).slice(-3000)}`);
-  }
-  return service;
-}
-
-async function client(
-  server: number,
-  from: number,
-  ownerId: string,
-  verifier = randomBytes(8),
-  reclaiming = false,
-): Promise<Nfs4Client> {
-  const c = await Nfs4Client.connect({
-    endpoint: { host: serverAddress(server), port: 2049, localAddress: clientAddress(from) },
-    ownerId,
-    verifier,
-    reclaiming,
-    timeoutMs: 10_000,
-  });
-  c.keepAlive(3_000);
-  return c;
-}
+let shares: ShareManagers;
 
 async function untilNotGrace<T>(attempt: () => Promise<T>, limitMs = 45_000): Promise<T> {
   const deadline = Date.now() + limitMs;
@@ -125,37 +44,16 @@ async function untilNotGrace<T>(attempt: () => Promise<T>, limitMs = 45_000): Pr
   }
 }
 
-async function moveEngine(from: number, to: number): Promise<void> {
-  await retrying(() =>
-    steps.controller.call('Controller', 'ControllerUnpublishVolume', {
-      volume_id: volumeId,
-      node_id: steps.node(from).name,
-    }),
-  );
-  await steps.publish(volumeId, steps.node(to));
-}
-
 beforeAll(async () => {
   stack = await CsiStack.start(3);
   steps = new CsiVolumeSteps(stack, 128 * MiB);
   volumeId = await steps.createVolume('share-fs', { numberOfReplicas: '3' });
   await steps.publish(volumeId, steps.node(0));
+  shares = new ShareManagers(stack, steps, volumeId, true);
 }, 120_000);
 
 afterAll(async () => {
-  for (const service of managers.values()) await service.stop();
-  // What a killed share manager left on its node (the tests' last one stops cleanly).
-  for (let index = 0; index < 3; index++) {
-    const node = steps.node(index);
-    await releaseShare({
-      volumeId,
-      nodeId: node.name,
-      stateDir: stateDir(node),
-      engineSocketDir: node.engineDir,
-      frontend: 'auto',
-      logger: silentLogger(),
-    }).catch(() => undefined);
-  }
+  await shares?.destroy();
   await steps?.releaseAll();
   await stack?.destroy();
 }, 180_000);
@@ -163,9 +61,9 @@ afterAll(async () => {
 const files = new Map<string, string>();
 
 test('two clients on two nodes share files: the date file, then checksummed blocks written at once', async () => {
-  await startShareManager(0);
-  const writer = await client(0, 1, 'node-2-client');
-  const reader = await client(0, 2, 'node-3-client');
+  await shares.start(0);
+  const writer = await shares.client(0, 1, 'node-2-client');
+  const reader = await shares.client(0, 2, 'node-3-client');
   const date = `${new Date().toString()}\n`;
   const dateFile = await untilNotGrace(() => writer.open('/date.txt', { create: true }));
   await writer.write(dateFile, 0n, Buffer.from(date));
@@ -198,8 +96,8 @@ test('two clients on two nodes share files: the date file, then checksummed bloc
 test('share manager SIGKILLed mid-write: a new one on another node, lock reclaimed, nothing acknowledged lost', async () => {
   const holderVerifier = randomBytes(8);
   const otherVerifier = randomBytes(8);
-  const holder = await client(0, 1, 'lock-holder', holderVerifier);
-  const other = await client(0, 2, 'lock-other', otherVerifier);
+  const holder = await shares.client(0, 1, 'lock-holder', { verifier: holderVerifier });
+  const other = await shares.client(0, 2, 'lock-other', { verifier: otherVerifier });
   const locked = await holder.open('/locked.txt', { create: true });
   await holder.write(locked, 0n, Buffer.from('mine\n'));
   await holder.lock(locked);
@@ -226,19 +124,19 @@ test('share manager SIGKILLed mid-write: a new one on another node, lock reclaim
   await waitFor('some blocks acknowledged', async () => acknowledged.size >= 20, 30_000);
 
   const killedAt = Date.now();
-  await managers.get(steps.node(0).name)?.kill();
+  await shares.running.get(0)?.kill();
   await writer;
   writing = false;
   holder.abandon();
   other.abandon();
 
   // The controller's part (until it does this itself): the engine moves to node 2.
-  await moveEngine(0, 1);
-  await startShareManager(1);
+  await shares.moveEngine(0, 1);
+  await shares.start(1);
 
-  const newcomer = await client(1, 2, 'newcomer');
+  const newcomer = await shares.client(1, 2, 'newcomer');
   await expect(newcomer.open('/fresh.txt', { create: true })).rejects.toThrow(/NFS4ERR_GRACE/);
-  const back = await client(1, 1, 'lock-holder', holderVerifier, true);
+  const back = await shares.client(1, 1, 'lock-holder', { verifier: holderVerifier, reclaiming: true });
   const reclaimed = await back.open('/locked.txt', { reclaim: true });
   await back.lock(reclaimed, { reclaim: true });
   const streamBack = await back.open('/stream.bin', { reclaim: true });
@@ -250,7 +148,7 @@ test('share manager SIGKILLed mid-write: a new one on another node, lock reclaim
   console.log(`share-manager failover: first acknowledged write ${firstWriteS.toFixed(1)} s after the kill`);
 
   // The other client comes back too; it may not take the lock meanwhile, nor after.
-  const otherBack = await client(1, 2, 'lock-other', otherVerifier, true);
+  const otherBack = await shares.client(1, 2, 'lock-other', { verifier: otherVerifier, reclaiming: true });
   await otherBack.reclaimComplete();
   const otherFile = await untilNotGrace(() => otherBack.open('/locked.txt'));
   await expect(otherBack.lock(otherFile)).rejects.toThrow(/NFS4ERR_DENIED/);
@@ -272,11 +170,11 @@ test('share manager SIGKILLed mid-write: a new one on another node, lock reclaim
 });
 
 test('stopped cleanly and started on a third node: unmounted, remounted, every file intact', async () => {
-  await managers.get(steps.node(1).name)?.stop();
-  managers.delete(steps.node(1).name);
-  await moveEngine(1, 2);
-  await startShareManager(2);
-  const reader = await client(2, 0, 'after-remount');
+  await shares.running.get(1)?.stop();
+  shares.running.delete(1);
+  await shares.moveEngine(1, 2);
+  await shares.start(2);
+  const reader = await shares.client(2, 0, 'after-remount');
   for (const [path, sum] of files) {
     const file = await untilNotGrace(() => reader.open(path, { readOnly: true }));
     expect({ path, sum: digest(await reader.readAll(file)) }).toEqual({ path, sum });
