@@ -1,12 +1,15 @@
 import { isIP } from 'node:net';
 import { Command, InvalidArgumentError, Option } from '@commander-js/extra-typings';
 import { DEFAULT_ENGINE_SOCKET_DIR } from '../../driver/csi/node-topology.js';
+import { heartbeatTimings, KubeShareEndpoint } from '../../driver/share-manager/endpoint.js';
 import { NFS_PORT, ShareManager } from '../../driver/share-manager/share-manager.js';
 import { integerIn, oneOf } from '../../lib/config.js';
 import { errorMessage } from '../../lib/errors.js';
+import { loadKubeConfig } from '../../lib/kube/client.js';
+import { KubeLeaseApi } from '../../lib/kube/leader-election.js';
 import { createLogger } from '../../lib/log.js';
 import { untilStopSignal } from '../../lib/signals.js';
-import { logLevelOption, nodeIdOption, volumeName } from '../options.js';
+import { kubeconfigOption, logLevelOption, namespaceOption, nodeIdOption, volumeName } from '../options.js';
 
 const absolutePath = (value: string): string => {
   if (!value.startsWith('/')) throw new InvalidArgumentError(`"${value}" is not an absolute path.`);
@@ -79,12 +82,38 @@ export function shareManagerCommand() {
         .default('auto' as const)
         .env('TANDEM_NODE_FRONTEND'),
     )
+    .addOption(kubeconfigOption())
+    .addOption(namespaceOption("the volume's Service, EndpointSlice and heartbeat Lease"))
+    .addOption(
+      new Option('--identity <name>', 'who holds the heartbeat Lease (the pod name)').env('POD_NAME'),
+    )
+    .addOption(
+      new Option(
+        '--no-endpoint',
+        'serve without writing the EndpointSlice and the heartbeat Lease (no cluster)',
+      ),
+    )
     .addOption(logLevelOption())
     .action(async (options) => {
       const logger = createLogger('share-manager', options.logLevel).child({
         node: options.nodeId,
         volume: options.volume,
       });
+      const fastFailover = options.fastFailover === true;
+      const kc = options.endpoint ? loadKubeConfig(options.kubeconfig) : undefined;
+      const endpoint =
+        kc === undefined
+          ? undefined
+          : new KubeShareEndpoint({
+              kc,
+              leases: new KubeLeaseApi(kc),
+              namespace: options.namespace,
+              volumeId: options.volume,
+              nodeName: options.nodeId,
+              identity: options.identity ?? `${options.nodeId}-${process.pid}`,
+              timings: heartbeatTimings(fastFailover),
+              logger,
+            });
       const manager = await ShareManager.start({
         volumeId: options.volume,
         nodeId: options.nodeId,
@@ -94,7 +123,8 @@ export function shareManagerCommand() {
         bindAddress: options.bindAddress,
         port: options.port,
         fsType: options.fsType,
-        fastFailover: options.fastFailover === true,
+        fastFailover,
+        endpoint,
         logger,
       });
       const end = await Promise.race([

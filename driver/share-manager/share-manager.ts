@@ -134,11 +134,12 @@ export class ShareManager {
       },
       context,
     );
+    let ganesha: RunningGanesha | undefined;
     try {
       await mkdir(layout.exportPath, { recursive: true });
       await chmod(layout.exportPath, 0o1777);
       await mkdir(layout.recoveryRoot, { recursive: true, mode: 0o700 });
-      const ganesha = await RunningGanesha.start({
+      ganesha = await RunningGanesha.start({
         runDir: layout.runDir,
         identity: ganeshaIdentity(volumeId),
         ganeshaBinary: options.ganeshaBinary,
@@ -159,6 +160,7 @@ export class ShareManager {
       return manager;
     } catch (err) {
       // Nothing of a failed start may stay behind: the next share manager may be on another node.
+      await ganesha?.stop();
       await releaseShare(options).catch((cleanup: unknown) =>
         logger.warn({ err: String(cleanup) }, 'unstage after a failed start failed'),
       );

@@ -70,6 +70,9 @@ export class ShareManagers {
         '--state-dir',
         this.stateDir(index),
         ...(this.fastFailover ? ['--fast-failover'] : []),
+        // The apiserver refuses loopback addresses in EndpointSlices, and these share managers
+        // listen on loopback: the endpoint has its own suite (share-manager-endpoint.test.ts).
+        '--no-endpoint',
         '--log-level',
         'debug',
       ],
