@@ -16,11 +16,8 @@
 
 import { createHash, randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, expect, jest, test } from '@jest/globals';
-import { CoordinationV1Api, DiscoveryV1Api } from '@kubernetes/client-node';
-import { shareManagerName } from '../../driver/share-manager/names.js';
 import { type Nfs4Client, Nfs4Error } from '../../lib/nfs4/client.js';
 import { waitFor } from '../../lib/readiness.js';
-import { testKubeConfig } from '../harness/cluster.js';
 import { CsiStack } from '../harness/csi-stack.js';
 import { CsiVolumeSteps } from '../harness/csi-volume-steps.js';
 import { ShareManagers } from '../harness/share-managers.js';
