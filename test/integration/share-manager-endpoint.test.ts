@@ -2,10 +2,13 @@
  * The share manager's cluster side against the real apiserver: the EndpointSlice of the volume's
  * Service (written once serving, emptied on a clean stop, taken over by the next share manager)
  * and the heartbeat Lease renewed at the failover mode's pace. The address is one of the
- * project's range: the apiserver refuses loopback addresses in EndpointSlices.
+ * project's range: the apiserver refuses loopback addresses in EndpointSlices. And the Pod and
+ * Service the controller will create for a share manager, checked by the apiserver's own
+ * validation (server-side dry run: there is no kubelet in this suite to run the Pod).
  */
 import { afterAll, beforeAll, expect, test } from '@jest/globals';
 import { CoordinationV1Api, CoreV1Api, DiscoveryV1Api } from '@kubernetes/client-node';
+import { shareManagerPod, shareManagerService } from '../../driver/controller/share-manager-objects.js';
 import { heartbeatTimings, KubeShareEndpoint } from '../../driver/share-manager/endpoint.js';
 import { shareManagerName } from '../../driver/share-manager/names.js';
 import { KubeLeaseApi } from '../../lib/kube/leader-election.js';
@@ -81,4 +84,32 @@ test('published once serving, renewed, withdrawn on a clean stop, taken over by 
   expect((await slice()).ready).toEqual(['node-2:198.18.0.12']);
   expect((await lease()).spec).toMatchObject({ holderIdentity: 'share-manager-b', leaseDurationSeconds: 30 });
   await second.withdraw();
+});
+
+test("the share manager's Pod and Service pass the apiserver's validation", async () => {
+  const core = kc.makeApiClient(CoreV1Api);
+  const pod = shareManagerPod(
+    volumeId,
+    {
+      nodeSelector: { role: 'nfs' },
+      tolerations: [{ key: 'dedicated', operator: 'Equal', value: 'nfs', effect: 'NoSchedule' }],
+      topology: [{ segments: { 'topology.csi.tandem.dev/node': 'node-2' } }],
+    },
+    {
+      namespace,
+      image: 'tandem:0.1.0',
+      serviceAccountName: 'default',
+      fsType: 'ext4',
+      fastFailover: true,
+      defaults: { nodeSelector: {}, tolerations: [] },
+    },
+  );
+  const created = await core.createNamespacedPod({ namespace, body: pod, dryRun: 'All' });
+  expect(created.spec?.restartPolicy).toBe('Never');
+  const service = await core.createNamespacedService({
+    namespace,
+    body: shareManagerService(volumeId, namespace),
+    dryRun: 'All',
+  });
+  expect(service.spec?.clusterIP).toBeDefined();
 });

@@ -1,0 +1,90 @@
+import { shareManagerName } from '../share-manager/names.js';
+import { mergedTolerations, shareManagerPod, shareManagerService } from './share-manager-objects.js';
+
+const options = {
+  namespace: 'tandem-system',
+  image: 'tandem:0.1.0',
+  serviceAccountName: 'tandem-share-manager',
+  fsType: 'ext4' as const,
+  fastFailover: false,
+  defaults: {
+    nodeSelector: { 'kubernetes.io/os': 'linux', role: 'any' },
+    tolerations: [{ key: 'storage', operator: 'Exists' as const, effect: 'NoSchedule' as const }],
+  },
+};
+
+describe('share-manager Pod', () => {
+  test('placement: the class selector wins over the defaults, tolerations of both, allowedTopologies as required affinity', () => {
+    const pod = shareManagerPod(
+      'pvc-1',
+      {
+        nodeSelector: { role: 'nfs' },
+        tolerations: [{ key: 'dedicated', operator: 'Equal', value: 'nfs', effect: 'NoExecute' }],
+        topology: [
+          { segments: { 'topology.csi.tandem.dev/node': 'node-2' } },
+          { segments: { 'topology.csi.tandem.dev/node': 'node-3' } },
+        ],
+      },
+      options,
+    );
+    expect(pod.metadata?.name).toBe('share-manager-pvc-1');
+    expect(pod.spec?.nodeSelector).toEqual({ 'kubernetes.io/os': 'linux', role: 'nfs' });
+    expect(pod.spec?.tolerations).toEqual([
+      { key: 'dedicated', operator: 'Equal', value: 'nfs', effect: 'NoExecute' },
+      { key: 'storage', operator: 'Exists', effect: 'NoSchedule' },
+    ]);
+    expect(pod.spec?.affinity?.nodeAffinity?.requiredDuringSchedulingIgnoredDuringExecution).toEqual({
+      nodeSelectorTerms: [
+        {
+          matchExpressions: [
+            { key: 'topology.csi.tandem.dev/node', operator: 'In', values: ['node-2', 'node-3'] },
+          ],
+        },
+      ],
+    });
+    expect(pod.spec?.restartPolicy).toBe('Never');
+  });
+
+  test('no allowedTopologies: no affinity; fast failover and the filesystem reach the share manager', () => {
+    const pod = shareManagerPod(
+      'pvc-2',
+      { nodeSelector: {}, tolerations: [], topology: [] },
+      { ...options, fastFailover: true, fsType: 'xfs' },
+    );
+    expect(pod.spec?.affinity).toBeUndefined();
+    const args = pod.spec?.containers[0]?.args ?? [];
+    expect(args).toEqual(expect.arrayContaining(['share-manager', '--volume', 'pvc-2', '--fast-failover']));
+    expect(args.join(' ')).toMatch(/--fs-type xfs/);
+    const env = Object.fromEntries(
+      (pod.spec?.containers[0]?.env ?? []).map((e) => [e.name, e.valueFrom?.fieldRef?.fieldPath]),
+    );
+    expect(env).toMatchObject({
+      NODE_NAME: 'spec.nodeName',
+      POD_IP: 'status.podIP',
+      POD_NAME: 'metadata.name',
+    });
+  });
+
+  test('the same toleration from class and defaults appears once', () => {
+    const t = { key: 'a', operator: 'Exists' as const, effect: 'NoSchedule' as const };
+    expect(mergedTolerations([t], [t])).toEqual([{ key: 'a', operator: 'Exists', effect: 'NoSchedule' }]);
+  });
+});
+
+describe('share-manager names', () => {
+  test('a volume id that is no DNS-1035 label, or too long, is hashed into one', () => {
+    expect(shareManagerName('pvc-abc')).toBe('share-manager-pvc-abc');
+    const long = shareManagerName(`csi-${'a'.repeat(60)}`);
+    expect(long).toMatch(/^share-manager-[0-9a-f]{40}$/);
+    expect(long.length).toBeLessThanOrEqual(63);
+    expect(shareManagerName('Upper.Case')).toMatch(/^share-manager-[0-9a-f]{40}$/);
+    expect(shareManagerName('x')).not.toBe(shareManagerName('y'));
+  });
+
+  test("the Service has no selector: its one EndpointSlice is the share manager's", () => {
+    const service = shareManagerService('pvc-1', 'tandem-system');
+    expect(service.metadata?.name).toBe('share-manager-pvc-1');
+    expect(service.spec?.selector).toBeUndefined();
+    expect(service.spec?.ports).toEqual([{ name: 'nfs', port: 2049, targetPort: 2049, protocol: 'TCP' }]);
+  });
+});

@@ -1,0 +1,179 @@
+/**
+ * What the controller creates for one RWX Filesystem volume in Tandem's namespace: the share
+ * manager's Pod and the volume's Service without a selector (its EndpointSlice is written by the
+ * share manager that serves; driver/share-manager/endpoint.ts).
+ *
+ * Placement is the scheduler's job, from what the class asks merged with the controller's
+ * cluster-wide defaults: the node selector (the class's keys win), the tolerations (both), and
+ * allowedTopologies as required node affinity on Tandem's topology key. So a node that does not
+ * match never hosts the share manager, and when none matches the scheduler says so in a
+ * FailedScheduling Event that the controller repeats on the claim.
+ *
+ * The Pod never restarts in place (restartPolicy Never): a share manager that died is replaced by
+ * the controller, which moves the engine first and may pick another node.
+ */
+import type { V1Pod, V1Service, V1Toleration } from '@kubernetes/client-node';
+import type { Toleration } from '../../lib/params/storage-class.js';
+import { DEFAULT_ENGINE_SOCKET_DIR, TOPOLOGY_NODE_KEY } from '../csi/node-topology.js';
+import {
+  SHARE_MANAGER_COMPONENT,
+  SHARE_MANAGER_VOLUME_LABEL,
+  shareManagerName,
+} from '../share-manager/names.js';
+import { NFS_PORT } from '../share-manager/share-manager.js';
+import type { CsiTopology } from './placement.js';
+
+export interface SharePlacement {
+  nodeSelector: Record<string, string>;
+  tolerations: readonly Toleration[];
+  /** The class's allowedTopologies as CSI requisite topologies (empty: anywhere). */
+  topology: readonly CsiTopology[];
+}
+
+export interface ShareManagerPodOptions {
+  namespace: string;
+  image: string;
+  serviceAccountName: string;
+  fsType: 'ext4' | 'xfs';
+  fastFailover: boolean;
+  /** Cluster-wide defaults from the controller's flags, merged under the class's own. */
+  defaults: Pick<SharePlacement, 'nodeSelector' | 'tolerations'>;
+  engineSocketDir?: string;
+  stateDir?: string;
+}
+
+const COMPONENT_LABEL = 'app.kubernetes.io/component';
+
+export function shareManagerLabels(volumeId: string): Record<string, string> {
+  return {
+    'app.kubernetes.io/name': 'tandem',
+    [COMPONENT_LABEL]: SHARE_MANAGER_COMPONENT,
+    [SHARE_MANAGER_VOLUME_LABEL]: volumeId,
+  };
+}
+
+/** Tolerations of both lists, each once; the class's come first. */
+export function mergedTolerations(
+  own: readonly Toleration[],
+  defaults: readonly Toleration[],
+): V1Toleration[] {
+  const seen = new Set<string>();
+  const merged: V1Toleration[] = [];
+  for (const t of [...own, ...defaults]) {
+    const key = `${t.key}\0${t.operator}\0${t.value ?? ''}\0${t.effect}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    merged.push({
+      key: t.key,
+      operator: t.operator,
+      ...(t.value === undefined ? {} : { value: t.value }),
+      effect: t.effect,
+    });
+  }
+  return merged;
+}
+
+/** The nodes allowedTopologies names, or undefined when it names none (no constraint). */
+function topologyNodes(topology: readonly CsiTopology[]): string[] | undefined {
+  const nodes = topology
+    .map((t) => t.segments[TOPOLOGY_NODE_KEY])
+    .filter((n): n is string => n !== undefined);
+  return nodes.length > 0 ? [...new Set(nodes)] : undefined;
+}
+
+export function shareManagerPod(
+  volumeId: string,
+  placement: SharePlacement,
+  options: ShareManagerPodOptions,
+): V1Pod {
+  const name = shareManagerName(volumeId);
+  const engineSocketDir = options.engineSocketDir ?? DEFAULT_ENGINE_SOCKET_DIR;
+  const stateDir = options.stateDir ?? '/var/lib/tandem/share-manager';
+  const nodes = topologyNodes(placement.topology);
+  const fieldEnv = (envName: string, fieldPath: string) => ({
+    name: envName,
+    valueFrom: { fieldRef: { fieldPath } },
+  });
+  return {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name, namespace: options.namespace, labels: shareManagerLabels(volumeId) },
+    spec: {
+      restartPolicy: 'Never',
+      serviceAccountName: options.serviceAccountName,
+      // Ganesha gets a few seconds to write its recovery records before SIGKILL.
+      terminationGracePeriodSeconds: 20,
+      nodeSelector: { ...options.defaults.nodeSelector, ...placement.nodeSelector },
+      tolerations: mergedTolerations(placement.tolerations, options.defaults.tolerations),
+      ...(nodes
+        ? {
+            affinity: {
+              nodeAffinity: {
+                requiredDuringSchedulingIgnoredDuringExecution: {
+                  nodeSelectorTerms: [
+                    { matchExpressions: [{ key: TOPOLOGY_NODE_KEY, operator: 'In', values: nodes }] },
+                  ],
+                },
+              },
+            },
+          }
+        : {}),
+      containers: [
+        {
+          name: 'share-manager',
+          image: options.image,
+          imagePullPolicy: 'IfNotPresent',
+          args: [
+            'share-manager',
+            '--volume',
+            volumeId,
+            '--fs-type',
+            options.fsType,
+            ...(options.fastFailover ? ['--fast-failover'] : []),
+            '--engine-socket-dir',
+            engineSocketDir,
+            '--state-dir',
+            stateDir,
+          ],
+          env: [
+            fieldEnv('NODE_NAME', 'spec.nodeName'),
+            fieldEnv('POD_IP', 'status.podIP'),
+            fieldEnv('POD_NAME', 'metadata.name'),
+            fieldEnv('POD_NAMESPACE', 'metadata.namespace'),
+          ],
+          ports: [{ name: 'nfs', containerPort: NFS_PORT, protocol: 'TCP' }],
+          readinessProbe: { tcpSocket: { port: 'nfs' }, periodSeconds: 2, failureThreshold: 2 },
+          // Attaches a loop device over nbdfuse, mounts, and runs Ganesha in a UTS namespace.
+          securityContext: { privileged: true, runAsUser: 0, runAsGroup: 0 },
+          volumeMounts: [
+            { name: 'dev', mountPath: '/dev' },
+            { name: 'engine-sockets', mountPath: engineSocketDir },
+            // On the host: a successor on this node releases what a killed predecessor left.
+            { name: 'state', mountPath: stateDir },
+          ],
+          resources: { requests: { cpu: '50m', memory: '128Mi' }, limits: { memory: '1Gi' } },
+        },
+      ],
+      volumes: [
+        { name: 'dev', hostPath: { path: '/dev', type: 'Directory' } },
+        { name: 'engine-sockets', hostPath: { path: engineSocketDir, type: 'DirectoryOrCreate' } },
+        { name: 'state', hostPath: { path: stateDir, type: 'DirectoryOrCreate' } },
+      ],
+    },
+  };
+}
+
+/** The volume's Service: a stable address for clients, no selector (the share manager writes the EndpointSlice). */
+export function shareManagerService(volumeId: string, namespace: string): V1Service {
+  return {
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: { name: shareManagerName(volumeId), namespace, labels: shareManagerLabels(volumeId) },
+    spec: {
+      type: 'ClusterIP',
+      ports: [{ name: 'nfs', port: NFS_PORT, targetPort: NFS_PORT, protocol: 'TCP' }],
+      // NFSv4.1 clients keep one connection; nothing to balance, and a move changes the one endpoint.
+      sessionAffinity: 'None',
+    },
+  };
+}
