@@ -43,6 +43,9 @@ import {
   type RightCase,
   requiredFlag,
   rightCases,
+  SHARE_MANAGER_ACCOUNT,
+  SHARE_MANAGER_FORBIDDEN,
+  SHARE_MANAGER_RIGHTS,
   SIDECAR_MODULES,
   type Workload,
   workloadNamed,
@@ -346,6 +349,19 @@ describe('manifests/driver RBAC', () => {
       const pool = b.roleRef.kind === 'ClusterRole' ? clusterRoles : roles;
       expect(() => named<KubernetesObject>(pool, b.roleRef.name)).not.toThrow();
     }
+  });
+
+  it.each([
+    ['every right the share manager uses', SHARE_MANAGER_RIGHTS, true],
+    ['none of the rights it must not have', SHARE_MANAGER_FORBIDDEN, false],
+  ] as const)('grants the share manager %s', (_, rights, granted) => {
+    const cases = rightCases(rights);
+    expect(
+      cases.map(
+        (c) =>
+          `${c.label}: ${can(SHARE_MANAGER_ACCOUNT, c.verb, c.right.group, c.right.resource, c.right.namespace)}`,
+      ),
+    ).toEqual(cases.map((c) => `${c.label}: ${granted}`));
   });
 
   it('lets the controller pod do what the three sidecars and the controller do', () => {

@@ -2,14 +2,23 @@ import { isIP } from 'node:net';
 import { Command, InvalidArgumentError, Option } from '@commander-js/extra-typings';
 import { DEFAULT_ENGINE_SOCKET_DIR } from '../../driver/csi/node-topology.js';
 import { heartbeatTimings, KubeShareEndpoint } from '../../driver/share-manager/endpoint.js';
+import { ShareManagerMetrics } from '../../driver/share-manager/metrics.js';
 import { NFS_PORT, ShareManager } from '../../driver/share-manager/share-manager.js';
 import { integerIn, oneOf } from '../../lib/config.js';
 import { errorMessage } from '../../lib/errors.js';
+import { serveAdmin } from '../../lib/http-admin.js';
 import { loadKubeConfig } from '../../lib/kube/client.js';
 import { KubeLeaseApi } from '../../lib/kube/leader-election.js';
 import { createLogger } from '../../lib/log.js';
 import { untilStopSignal } from '../../lib/signals.js';
-import { kubeconfigOption, logLevelOption, namespaceOption, nodeIdOption, volumeName } from '../options.js';
+import {
+  kubeconfigOption,
+  logLevelOption,
+  metricsAddressOption,
+  namespaceOption,
+  nodeIdOption,
+  volumeName,
+} from '../options.js';
 
 const absolutePath = (value: string): string => {
   if (!value.startsWith('/')) throw new InvalidArgumentError(`"${value}" is not an absolute path.`);
@@ -93,6 +102,7 @@ export function shareManagerCommand() {
         'serve without writing the EndpointSlice and the heartbeat Lease (no cluster)',
       ),
     )
+    .addOption(metricsAddressOption('0.0.0.0:9504'))
     .addOption(logLevelOption())
     .action(async (options) => {
       const logger = createLogger('share-manager', options.logLevel).child({
@@ -114,6 +124,17 @@ export function shareManagerCommand() {
               timings: heartbeatTimings(fastFailover),
               logger,
             });
+      let serving = false;
+      const metrics = new ShareManagerMetrics(options.volume, () =>
+        serving ? { address: options.bindAddress, port: options.port } : undefined,
+      );
+      const admin = await serveAdmin(
+        metrics.registry,
+        options.metricsAddress.host,
+        options.metricsAddress.port,
+        {},
+        { healthy: async () => (serving ? true : 'not serving'), logger },
+      );
       const manager = await ShareManager.start({
         volumeId: options.volume,
         nodeId: options.nodeId,
@@ -126,7 +147,13 @@ export function shareManagerCommand() {
         fastFailover,
         endpoint,
         logger,
+      }).catch(async (err: unknown) => {
+        await admin.close();
+        throw err;
       });
+      serving = true;
+      metrics.up.set({ volume: options.volume }, 1);
+      metrics.gracePeriods.inc({ volume: options.volume });
       const end = await Promise.race([
         untilStopSignal().then((signal) => ({ signal: String(signal), died: undefined })),
         manager.ganeshaExited.then((died) => ({ signal: undefined, died })),
@@ -136,9 +163,12 @@ export function shareManagerCommand() {
         logger.error({ reason: end.died }, 'NFS-Ganesha died; releasing the volume');
         process.exitCode = 1;
       } else logger.info({ signal: end.signal }, 'shutting down');
+      serving = false;
+      metrics.up.set({ volume: options.volume }, 0);
       await manager.stop().catch((err: unknown) => {
         logger.error({ err: errorMessage(err) }, 'release failed');
         process.exitCode = 1;
       });
+      await admin.close();
     });
 }

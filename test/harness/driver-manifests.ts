@@ -235,3 +235,38 @@ export const MIGRATOR_FORBIDDEN: ApiRight[] = [
   // only its own Lease: the nodes' Leases are the data plane's to write
   { verbs: ['update', 'delete'], group: 'coordination.k8s.io', resource: 'leases', namespace: NAMESPACE },
 ];
+
+export const SHARE_MANAGER_ACCOUNT = 'tandem-share-manager';
+
+/** What `tandem share-manager` calls (driver/share-manager/endpoint.ts): its EndpointSlice and heartbeat Lease. */
+export const SHARE_MANAGER_RIGHTS: ApiRight[] = [
+  {
+    verbs: ['get', 'create', 'update'],
+    group: 'discovery.k8s.io',
+    resource: 'endpointslices',
+    namespace: NAMESPACE,
+  },
+  {
+    verbs: ['get', 'create', 'update'],
+    group: 'coordination.k8s.io',
+    resource: 'leases',
+    namespace: NAMESPACE,
+  },
+];
+
+/** A share manager serves one export: no credentials, no pods, no Volumes, nothing outside tandem-system. */
+export const SHARE_MANAGER_FORBIDDEN: ApiRight[] = [
+  { verbs: ['get', 'list'], group: '', resource: 'secrets', namespace: NAMESPACE },
+  { verbs: ['create', 'delete'], group: '', resource: 'pods', namespace: NAMESPACE },
+  { verbs: ['create', 'update', 'delete'], group: '', resource: 'services', namespace: NAMESPACE },
+  { verbs: ['get', 'update'], group: 'tandem.dev', resource: 'volumes' },
+  { verbs: ['delete', 'list'], group: 'discovery.k8s.io', resource: 'endpointslices', namespace: NAMESPACE },
+  {
+    verbs: ['create', 'update'],
+    group: 'discovery.k8s.io',
+    resource: 'endpointslices',
+    namespace: 'default',
+  },
+  { verbs: ['delete'], group: 'coordination.k8s.io', resource: 'leases', namespace: NAMESPACE },
+  { verbs: ['update'], group: 'coordination.k8s.io', resource: 'leases', namespace: 'kube-system' },
+];

@@ -73,6 +73,8 @@ export class ShareManagers {
         // The apiserver refuses loopback addresses in EndpointSlices, and these share managers
         // listen on loopback: the endpoint has its own suite (share-manager-endpoint.test.ts).
         '--no-endpoint',
+        '--metrics-address',
+        `${serverAddress(index)}:9504`,
         '--log-level',
         'debug',
       ],

@@ -18,6 +18,7 @@ import { dumpYaml, type KubernetesObject } from '@kubernetes/client-node';
 import { Registry } from 'prom-client';
 import { EngineMetrics } from '../../driver/engine/metrics.js';
 import { ReplicaServerMetrics } from '../../driver/replica/metrics.js';
+import { ShareManagerMetrics } from '../../driver/share-manager/metrics.js';
 import { toolPath } from '../../lab/tools.js';
 import { readManifests } from '../../lib/kube/manifests.js';
 import { createRegistry } from '../../lib/metrics.js';
@@ -88,12 +89,21 @@ function webhookRegistry(): Registry {
   return registry;
 }
 
+/** `tandem share-manager` serving (its clients gauge reads this machine's TCP table; 0 is a series too). */
+function shareManagerRegistry(): Registry {
+  const m = new ShareManagerMetrics('pvc-1', () => ({ address: '127.0.0.1', port: 2049 }));
+  m.up.set({ volume: 'pvc-1' }, 1);
+  m.gracePeriods.inc({ volume: 'pvc-1' });
+  return m.registry;
+}
+
 /** Each component's /metrics body. The controller and the node plugin register process metrics only. */
 async function expositions(): Promise<Record<string, string>> {
   const registries: Record<string, Registry> = {
     migrator: migratorRegistry(),
     dataplane: dataplaneRegistry(),
     webhook: webhookRegistry(),
+    'share-manager': shareManagerRegistry(),
     controller: createRegistry('controller'),
     node: createRegistry('node'),
   };

@@ -9,16 +9,14 @@
  * The RBAC objects stay applied: the test cluster is thrown away after the run, and applying is
  * idempotent, so another test applying the same manifests is not disturbed.
  */
-import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { CoreV1Api, type KubernetesObject, KubernetesObjectApi } from '@kubernetes/client-node';
-import { toolPath } from '../../lab/tools.js';
 import { applyObjects, installCrds, readManifests } from '../../lib/kube/manifests.js';
 import { manifestsDir } from '../../lib/paths.js';
-import { eventually, TEST_KUBECONFIG_ENV, testKubeConfig } from '../harness/cluster.js';
+import { answersAs, canI as canIAs } from '../harness/can-i.js';
+import { eventually, testKubeConfig } from '../harness/cluster.js';
 import {
   MIGRATOR_ACCOUNT,
   MIGRATOR_FORBIDDEN,
@@ -28,54 +26,14 @@ import {
   rightCases,
 } from '../harness/driver-manifests.js';
 
-const run = promisify(execFile);
-
 describe('manifests/migrator RBAC on the real kube-apiserver', () => {
   const kc = testKubeConfig();
   const core = kc.makeApiClient(CoreV1Api);
   let cacheDir = '';
   let objects: KubernetesObject[] = [];
 
-  /** `kubectl auth can-i` as the migrator: "yes", "no", or what went wrong instead. */
-  const canI = async ({ verb, right }: RightCase): Promise<string> => {
-    const [resource, subresource] = right.resource.split('/');
-    const target = `${resource}${right.group ? `.${right.group}` : ''}${right.name ? `/${right.name}` : ''}`;
-    const args = [
-      'auth',
-      'can-i',
-      verb,
-      target,
-      `--as=system:serviceaccount:${NAMESPACE}:${MIGRATOR_ACCOUNT}`,
-      `--kubeconfig=${process.env[TEST_KUBECONFIG_ENV]}`,
-      // kubectl's discovery cache, kept out of the home directory
-      `--cache-dir=${cacheDir}`,
-      // No namespace: the right is wanted (or refused) in every namespace.
-      right.namespace ? `--namespace=${right.namespace}` : '--all-namespaces',
-      ...(subresource ? [`--subresource=${subresource}`] : []),
-    ];
-    // "no" exits 1; only a yes/no answer on stdout counts, anything else is reported as is. A
-    // resource discovery does not know is asked about under a wrong name (its group dropped), and
-    // the "no" that comes back means nothing: that counts as no answer.
-    const { stdout, stderr } = await run(toolPath('kubectl'), args, { timeout: 20_000 }).catch(
-      (err: { stdout?: string; stderr?: string }) => ({ stdout: err.stdout ?? '', stderr: err.stderr ?? '' }),
-    );
-    const answer = stdout.trim().split('\n').at(-1)?.trim() ?? '';
-    const unmapped = stderr.includes("doesn't have a resource type");
-    return (answer === 'yes' || answer === 'no') && !unmapped
-      ? answer
-      : `unanswered: ${stdout}${stderr}`.trim();
-  };
-
-  /** Every case's `label: answer`, a few kubectl processes at a time (shared 2-core machines). */
-  const answers = async (cases: RightCase[]): Promise<string[]> => {
-    const out: string[] = [];
-    for (let i = 0; i < cases.length; i += 4) {
-      const batch = cases.slice(i, i + 4);
-      const got = await Promise.all(batch.map(canI));
-      out.push(...batch.map((c, j) => `${c.label}: ${got[j]}`));
-    }
-    return out;
-  };
+  const canI = (c: RightCase) => canIAs(MIGRATOR_ACCOUNT, c, cacheDir);
+  const answers = (cases: RightCase[]) => answersAs(MIGRATOR_ACCOUNT, cases, cacheDir);
 
   beforeAll(async () => {
     cacheDir = await mkdtemp(join(tmpdir(), 'tandem-kubectl-cache-'));

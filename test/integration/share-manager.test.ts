@@ -20,7 +20,7 @@ import { type Nfs4Client, Nfs4Error } from '../../lib/nfs4/client.js';
 import { waitFor } from '../../lib/readiness.js';
 import { CsiStack } from '../harness/csi-stack.js';
 import { CsiVolumeSteps } from '../harness/csi-volume-steps.js';
-import { ShareManagers } from '../harness/share-managers.js';
+import { ShareManagers, serverAddress } from '../harness/share-managers.js';
 
 jest.setTimeout(300_000);
 
@@ -90,6 +90,13 @@ test('two clients on two nodes share files: the date file, then checksummed bloc
       expect({ path, sum: digest(await c.readAll(file)) }).toEqual({ path, sum });
       await c.close(file);
     }
+  // Its metrics: serving, one grace period entered, both clients' connections counted.
+  const metrics = await (await fetch(`http://${serverAddress(0)}:9504/metrics`)).text();
+  expect(metrics).toMatch(/^tandem_share_manager_up\{volume="share-fs",component="share-manager"\} 1$/m);
+  expect(metrics).toMatch(
+    /^tandem_share_manager_grace_periods_total\{volume="share-fs",component="share-manager"\} 1$/m,
+  );
+  expect(metrics).toMatch(/^tandem_share_manager_clients\{volume="share-fs",component="share-manager"\} 2$/m);
   for (const c of [writer, reader]) await c.destroy();
 });
 

@@ -1,0 +1,24 @@
+import { countEstablished, ShareManagerMetrics } from './metrics.js';
+
+// /proc/net/tcp as the kernel writes it: the listener on 127.0.1.1:2049 (state 0A), two clients
+// connected to it (01), one connection elsewhere, one to the export that is closing (06).
+const TABLE = `  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0101007F:0801 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0000000000000000 100 0 0 10 0
+   1: 0101007F:0801 0102007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0000000000000000 20 4 30 10 -1
+   2: 0101007F:0801 0302007F:A001 01 00000000:00000000 00:00000000 00000000     0        0 3 1 0000000000000000 20 4 30 10 -1
+   3: 0100007F:1F90 0100007F:C350 01 00000000:00000000 00:00000000 00000000     0        0 4 1 0000000000000000 20 4 30 10 -1
+   4: 0101007F:0801 0202007F:B002 06 00000000:00000000 00:00000000 00000000     0        0 0 3 0000000000000000
+`;
+
+test('counts the established connections to the export, not its listener, others or closing ones', () => {
+  expect(countEstablished(TABLE, '127.0.1.1', 2049)).toBe(2);
+  expect(countEstablished(TABLE, '127.0.0.1', 8080)).toBe(1);
+  expect(countEstablished(TABLE, '127.0.1.2', 2049)).toBe(0);
+});
+
+test('not serving: up 0 and no client figure', async () => {
+  const metrics = new ShareManagerMetrics('pvc-1', () => undefined);
+  const text = await metrics.registry.metrics();
+  expect(text).toMatch(/tandem_share_manager_up\{volume="pvc-1",component="share-manager"\} 0/);
+  expect(text).not.toMatch(/tandem_share_manager_clients\{/);
+});
