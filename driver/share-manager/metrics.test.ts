@@ -10,6 +10,16 @@ const TABLE = `  sl  local_address rem_address   st tx_queue rx_queue tr tm->whe
    4: 0101007F:0801 0202007F:B002 06 00000000:00000000 00:00000000 00000000     0        0 0 3 0000000000000000
 `;
 
+// /proc/net/tcp6 with Ganesha's IPv6 listener: one IPv4 client, v4-mapped (::ffff:127.0.1.1).
+const TABLE6 = `  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000000000000000000000000000:0801 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 5 1 0000000000000000 100 0 0 10 0
+   1: 0000000000000000FFFF00000101007F:0801 0000000000000000FFFF00000102007F:C001 01 00000000:00000000 00:00000000 00000000     0        0 6 1 0000000000000000 20 4 30 10 -1
+`;
+
+test('counts IPv4 clients of an IPv6 listener, as /proc/net/tcp6 shows them v4-mapped', () => {
+  expect(countEstablished(`${TABLE}\n${TABLE6}`, '127.0.1.1', 2049)).toBe(3);
+});
+
 test('counts the established connections to the export, not its listener, others or closing ones', () => {
   expect(countEstablished(TABLE, '127.0.1.1', 2049)).toBe(2);
   expect(countEstablished(TABLE, '127.0.0.1', 8080)).toBe(1);

@@ -11,25 +11,30 @@ import { createRegistry, METRIC_PREFIX } from '../../lib/metrics.js';
 
 const TCP_ESTABLISHED = '01';
 
-/** `/proc/net/tcp` encodes an IPv4 address as 8 hex digits in host (little-endian) order. */
-function procAddress(address: string, port: number): string {
-  const octets = address.split('.').map(Number);
-  const hex = octets
+/**
+ * How /proc/net/tcp writes an IPv4 address (8 hex digits, host little-endian order) and how
+ * /proc/net/tcp6 writes the same address v4-mapped (::ffff:a.b.c.d, four 32-bit words each in
+ * host order) — Ganesha listens on an IPv6 socket, so its IPv4 clients show up in tcp6.
+ */
+function procAddresses(address: string, port: number): string[] {
+  const v4 = address
+    .split('.')
+    .map(Number)
     .reverse()
     .map((o) => o.toString(16).padStart(2, '0'))
     .join('')
     .toUpperCase();
-  return `${hex}:${port.toString(16).padStart(4, '0').toUpperCase()}`;
+  const hexPort = port.toString(16).padStart(4, '0').toUpperCase();
+  return [`${v4}:${hexPort}`, `0000000000000000FFFF0000${v4}:${hexPort}`];
 }
 
-/** Established TCP connections whose local end is address:port, from /proc/net/tcp's text. */
+/** Established TCP connections whose local end is address:port, from /proc/net/tcp and tcp6 text. */
 export function countEstablished(procNetTcp: string, address: string, port: number): number {
-  const local = procAddress(address, port);
+  const locals = new Set(procAddresses(address, port));
   return procNetTcp
     .split('\n')
-    .slice(1)
     .map((line) => line.trim().split(/\s+/))
-    .filter((fields) => fields[1] === local && fields[3] === TCP_ESTABLISHED).length;
+    .filter((fields) => locals.has(fields[1] ?? '') && fields[3] === TCP_ESTABLISHED).length;
 }
 
 export class ShareManagerMetrics {
@@ -65,7 +70,10 @@ export class ShareManagerMetrics {
       async collect() {
         const where = served();
         if (where === undefined || where.address.includes(':')) return;
-        const table = await readFile('/proc/net/tcp', 'utf8').catch(() => '');
+        const tables = await Promise.all(
+          ['/proc/net/tcp', '/proc/net/tcp6'].map((file) => readFile(file, 'utf8').catch(() => '')),
+        );
+        const table = tables.join('\n');
         this.set({ volume: volumeId }, countEstablished(table, where.address, where.port));
       },
     });
