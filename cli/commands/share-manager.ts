@@ -94,7 +94,10 @@ export function shareManagerCommand() {
     .addOption(kubeconfigOption())
     .addOption(namespaceOption("the volume's Service, EndpointSlice and heartbeat Lease"))
     .addOption(
-      new Option('--identity <name>', 'who holds the heartbeat Lease (the pod name)').env('POD_NAME'),
+      new Option(
+        '--identity <id>',
+        "who holds the heartbeat Lease: the pod's UID, unique per share-manager incarnation",
+      ).env('POD_UID'),
     )
     .addOption(
       new Option(

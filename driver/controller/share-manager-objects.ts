@@ -139,6 +139,8 @@ export function shareManagerPod(
             fieldEnv('NODE_NAME', 'spec.nodeName'),
             fieldEnv('POD_IP', 'status.podIP'),
             fieldEnv('POD_NAME', 'metadata.name'),
+            // The heartbeat's holder: unique per incarnation, where the name is the volume's.
+            fieldEnv('POD_UID', 'metadata.uid'),
             fieldEnv('POD_NAMESPACE', 'metadata.namespace'),
           ],
           ports: [{ name: 'nfs', containerPort: NFS_PORT, protocol: 'TCP' }],

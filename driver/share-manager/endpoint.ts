@@ -69,7 +69,7 @@ export interface KubeShareEndpointOptions {
   namespace: string;
   volumeId: string;
   nodeName: string;
-  /** Who renews the heartbeat: the pod's name (unique per share-manager incarnation). */
+  /** Who renews the heartbeat: the pod's UID (unique per share-manager incarnation; the name is the volume's). */
   identity: string;
   timings: HeartbeatTimings;
   logger: Logger;
