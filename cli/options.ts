@@ -1,4 +1,5 @@
 import { InvalidArgumentError, Option } from '@commander-js/extra-typings';
+import { DEFAULT_ENGINE_SOCKET_DIR } from '../driver/csi/node-topology.js';
 import { CREDENTIAL_NAMESPACE } from '../driver/dataplane/credentials.js';
 import { checkVolumeName } from '../driver/replica/metadata.js';
 import { nodeName, oneOf, parseHostPort, unixSocketPath } from '../lib/config.js';
@@ -58,3 +59,25 @@ export const volumeName = (value: string): string => {
   }
   return value;
 };
+
+export const absolutePath = (value: string): string => {
+  if (!value.startsWith('/')) throw new InvalidArgumentError(`"${value}" is not an absolute path.`);
+  return value;
+};
+
+/** Where the data plane's engines listen, as the node plugin and the share manager read it. */
+export const engineSocketDirOption = () =>
+  new Option('--engine-socket-dir <path>', "where the data plane's engines listen (one socket per volume)")
+    .argParser(absolutePath)
+    .default(DEFAULT_ENGINE_SOCKET_DIR)
+    .env('TANDEM_ENGINE_SOCKET_DIR');
+
+/** How a node attaches an engine's export as a block device (node plugin, share manager). */
+export const frontendOption = () =>
+  new Option(
+    '--frontend <kind>',
+    'block device frontend: auto (kernel NBD when present), kernel-nbd or nbdfuse',
+  )
+    .argParser(oneOf(['auto', 'kernel-nbd', 'nbdfuse'] as const))
+    .default('auto' as const)
+    .env('TANDEM_NODE_FRONTEND');

@@ -1,23 +1,25 @@
-import { Command, InvalidArgumentError, Option } from '@commander-js/extra-typings';
+import { Command, Option } from '@commander-js/extra-typings';
 import { identityHandlers } from '../../driver/csi/identity.js';
-import { DEFAULT_ENGINE_SOCKET_DIR } from '../../driver/csi/node-topology.js';
 import { csiServices } from '../../driver/csi/proto.js';
 import { CsiServer } from '../../driver/csi/server.js';
 import { KubeletRegistration } from '../../driver/node/registration.js';
 import { nodeHandlers, nodeReadiness } from '../../driver/node/service.js';
-import { oneOf, unixSocketPath } from '../../lib/config.js';
+import { unixSocketPath } from '../../lib/config.js';
 import { UsageError } from '../../lib/errors.js';
 import { serveAdmin } from '../../lib/http-admin.js';
 import { createLogger } from '../../lib/log.js';
 import { createRegistry } from '../../lib/metrics.js';
 import { canConnect } from '../../lib/readiness.js';
 import { untilStopSignal } from '../../lib/signals.js';
-import { csiEndpointOption, logLevelOption, metricsAddressOption, nodeIdOption } from '../options.js';
-
-const absolutePath = (value: string): string => {
-  if (!value.startsWith('/')) throw new InvalidArgumentError(`"${value}" is not an absolute path.`);
-  return value;
-};
+import {
+  absolutePath,
+  csiEndpointOption,
+  engineSocketDirOption,
+  frontendOption,
+  logLevelOption,
+  metricsAddressOption,
+  nodeIdOption,
+} from '../options.js';
 
 /** Empty means "do not register" (a test plays the kubelet), so an empty value is legal here. */
 const absolutePathOrEmpty = (value: string): string => (value === '' ? '' : absolutePath(value));
@@ -27,30 +29,14 @@ export function nodeCommand() {
     .description('CSI node service: stages (NBD device, filesystem) and publishes volumes on this node')
     .addOption(nodeIdOption())
     .addOption(csiEndpointOption())
-    .addOption(
-      new Option(
-        '--engine-socket-dir <path>',
-        "where the data plane's engines listen (one socket per volume)",
-      )
-        .argParser(absolutePath)
-        .default(DEFAULT_ENGINE_SOCKET_DIR)
-        .env('TANDEM_ENGINE_SOCKET_DIR'),
-    )
+    .addOption(engineSocketDirOption())
     .addOption(
       new Option('--state-dir <path>', 'stage records and block-device attachments of this node')
         .argParser(absolutePath)
         .default('/var/lib/tandem/node')
         .env('TANDEM_NODE_STATE_DIR'),
     )
-    .addOption(
-      new Option(
-        '--frontend <kind>',
-        'block device frontend: auto (kernel NBD when present), kernel-nbd or nbdfuse',
-      )
-        .argParser(oneOf(['auto', 'kernel-nbd', 'nbdfuse'] as const))
-        .default('auto' as const)
-        .env('TANDEM_NODE_FRONTEND'),
-    )
+    .addOption(frontendOption())
     .addOption(
       new Option(
         '--kubelet-registration-dir <path>',

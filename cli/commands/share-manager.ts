@@ -1,6 +1,5 @@
 import { isIP } from 'node:net';
 import { Command, InvalidArgumentError, Option } from '@commander-js/extra-typings';
-import { DEFAULT_ENGINE_SOCKET_DIR } from '../../driver/csi/node-topology.js';
 import { heartbeatTimings, KubeShareEndpoint } from '../../driver/share-manager/endpoint.js';
 import { ShareManagerMetrics } from '../../driver/share-manager/metrics.js';
 import { NFS_PORT, ShareManager } from '../../driver/share-manager/share-manager.js';
@@ -12,6 +11,9 @@ import { KubeLeaseApi } from '../../lib/kube/leader-election.js';
 import { createLogger } from '../../lib/log.js';
 import { untilStopSignal } from '../../lib/signals.js';
 import {
+  absolutePath,
+  engineSocketDirOption,
+  frontendOption,
   kubeconfigOption,
   logLevelOption,
   metricsAddressOption,
@@ -19,11 +21,6 @@ import {
   nodeIdOption,
   volumeName,
 } from '../options.js';
-
-const absolutePath = (value: string): string => {
-  if (!value.startsWith('/')) throw new InvalidArgumentError(`"${value}" is not an absolute path.`);
-  return value;
-};
 
 const ipAddress = (value: string): string => {
   if (isIP(value) === 0)
@@ -64,15 +61,7 @@ export function shareManagerCommand() {
         'TANDEM_FAST_FAILOVER',
       ),
     )
-    .addOption(
-      new Option(
-        '--engine-socket-dir <path>',
-        "where the data plane's engines listen (one socket per volume)",
-      )
-        .argParser(absolutePath)
-        .default(DEFAULT_ENGINE_SOCKET_DIR)
-        .env('TANDEM_ENGINE_SOCKET_DIR'),
-    )
+    .addOption(engineSocketDirOption())
     .addOption(
       new Option(
         '--state-dir <path>',
@@ -82,15 +71,7 @@ export function shareManagerCommand() {
         .default('/var/lib/tandem/share-manager')
         .env('TANDEM_SHARE_MANAGER_STATE_DIR'),
     )
-    .addOption(
-      new Option(
-        '--frontend <kind>',
-        'block device frontend: auto (kernel NBD when present), kernel-nbd or nbdfuse',
-      )
-        .argParser(oneOf(['auto', 'kernel-nbd', 'nbdfuse'] as const))
-        .default('auto' as const)
-        .env('TANDEM_NODE_FRONTEND'),
-    )
+    .addOption(frontendOption())
     .addOption(kubeconfigOption())
     .addOption(namespaceOption("the volume's Service, EndpointSlice and heartbeat Lease"))
     .addOption(
