@@ -94,6 +94,26 @@ function walk(parts: string[]): OpCall[] {
 
 const getFh: OpCall<Buffer> = { name: 'GETFH', decode: (r) => Buffer.from(r.opaque(128)) };
 
+/**
+ * Retries `attempt` while the server answers NFS4ERR_GRACE (it takes no new state until grace
+ * ends), as an NFS client does; any other error, or grace outlasting `limitMs`, is thrown.
+ */
+export async function retryWhileInGrace<T>(
+  attempt: () => Promise<T>,
+  limitMs: number,
+  pollMs = 250,
+): Promise<T> {
+  const deadline = Date.now() + limitMs;
+  for (;;) {
+    try {
+      return await attempt();
+    } catch (err) {
+      if (!(err instanceof Nfs4Error && err.is('NFS4ERR_GRACE')) || Date.now() > deadline) throw err;
+      await new Promise((resolve) => setTimeout(resolve, pollMs));
+    }
+  }
+}
+
 export class Nfs4Client {
   private lockOwnerCounter = 0;
   private renewTimer: NodeJS.Timeout | undefined;
@@ -188,31 +208,14 @@ export class Nfs4Client {
 
   /** WRITE with FILE_SYNC: acknowledged means on the server's stable storage. */
   async write(file: OpenFile, offset: bigint, data: Buffer): Promise<number> {
-    const [, written] = await this.session.compound([
-      { name: 'PUTFH', encode: (w) => w.opaque(file.fh) },
-      {
-        name: 'WRITE',
-        encode: (w) => {
-          writeStateId(w, file.stateid);
-          w.uint64(offset).uint32(FILE_SYNC4).opaque(data);
-        },
-        decode: (r) => {
-          const count = r.uint32();
-          const committed = r.uint32();
-          r.fixedOpaque(8);
-          if (committed !== FILE_SYNC4)
-            throw new Nfs4Error(
-              Status.NFS4ERR_IO,
-              'WRITE',
-              `asked for FILE_SYNC, server committed level ${committed}`,
-            );
-          return count;
-        },
-      },
-    ]);
-    if (written !== data.length)
-      throw new Nfs4Error(Status.NFS4ERR_IO, 'WRITE', `short write: ${written} of ${data.length} bytes`);
-    return written as number;
+    const { committed } = await this.sendWrite(file, offset, data, FILE_SYNC4);
+    if (committed !== FILE_SYNC4)
+      throw new Nfs4Error(
+        Status.NFS4ERR_IO,
+        'WRITE',
+        `asked for FILE_SYNC, server committed level ${committed}`,
+      );
+    return data.length;
   }
 
   /**
@@ -221,13 +224,23 @@ export class Nfs4Client {
    * means the server restarted in between and the data must be written again.
    */
   async writeUnstable(file: OpenFile, offset: bigint, data: Buffer): Promise<Buffer> {
+    return (await this.sendWrite(file, offset, data, UNSTABLE4)).verifier;
+  }
+
+  /** One WRITE at the given stability; a short write is an error (these writes never wrap). */
+  private async sendWrite(
+    file: OpenFile,
+    offset: bigint,
+    data: Buffer,
+    stable: number,
+  ): Promise<{ committed: number; verifier: Buffer }> {
     const [, result] = await this.session.compound([
       { name: 'PUTFH', encode: (w) => w.opaque(file.fh) },
       {
         name: 'WRITE',
         encode: (w) => {
           writeStateId(w, file.stateid);
-          w.uint64(offset).uint32(UNSTABLE4).opaque(data);
+          w.uint64(offset).uint32(stable).opaque(data);
         },
         decode: (r) => ({
           count: r.uint32(),
@@ -236,10 +249,10 @@ export class Nfs4Client {
         }),
       },
     ]);
-    const { count, verifier } = result as { count: number; verifier: Buffer };
+    const { count, committed, verifier } = result as { count: number; committed: number; verifier: Buffer };
     if (count !== data.length)
       throw new Nfs4Error(Status.NFS4ERR_IO, 'WRITE', `short write: ${count} of ${data.length} bytes`);
-    return verifier;
+    return { committed, verifier };
   }
 
   /** COMMIT of the whole file: every unstable write before it is on stable storage. */

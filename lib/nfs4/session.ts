@@ -92,6 +92,16 @@ export class Nfs4Session {
     }
   }
 
+  /** Whether an NFS server answers at `endpoint` now (a NULL call within `timeoutMs`). */
+  static async answers(endpoint: RpcEndpoint, timeoutMs: number): Promise<boolean> {
+    try {
+      await Nfs4Session.ping(endpoint, timeoutMs);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
   static async open(options: SessionOptions): Promise<Nfs4Session> {
     const timeoutMs = options.timeoutMs ?? 10_000;
     const connection = await RpcConnection.connect(

@@ -16,7 +16,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, expect, jest, test } from '
 import { DEBIAN_GANESHA_PLUGINS, type GaneshaSettings } from '../../driver/share-manager/ganesha-config.js';
 import { RunningGanesha } from '../../driver/share-manager/ganesha-process.js';
 import { run } from '../../lib/exec.js';
-import { Nfs4Client, Nfs4Error } from '../../lib/nfs4/client.js';
+import { Nfs4Client, retryWhileInGrace } from '../../lib/nfs4/client.js';
 import { freePort } from '../../lib/ports.js';
 
 jest.setTimeout(120_000);
@@ -46,16 +46,8 @@ async function connect(ownerId: string, verifier = randomBytes(8), reclaiming = 
 }
 
 /** Retries while the server is in grace (what a kernel client does on NFS4ERR_GRACE). */
-async function afterGrace<T>(attempt: () => Promise<T>, limitMs = (GRACE_S + 10) * 1000): Promise<T> {
-  const deadline = Date.now() + limitMs;
-  for (;;) {
-    try {
-      return await attempt();
-    } catch (err) {
-      if (!(err instanceof Nfs4Error && err.is('NFS4ERR_GRACE')) || Date.now() > deadline) throw err;
-      await new Promise((resolve) => setTimeout(resolve, 250));
-    }
-  }
+function afterGrace<T>(attempt: () => Promise<T>): Promise<T> {
+  return retryWhileInGrace(attempt, (GRACE_S + 10) * 1000);
 }
 
 beforeAll(async () => {

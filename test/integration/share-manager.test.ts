@@ -16,7 +16,7 @@
 
 import { createHash, randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, expect, jest, test } from '@jest/globals';
-import { type Nfs4Client, Nfs4Error } from '../../lib/nfs4/client.js';
+import { type Nfs4Client, retryWhileInGrace } from '../../lib/nfs4/client.js';
 import { waitFor } from '../../lib/readiness.js';
 import { CsiStack } from '../harness/csi-stack.js';
 import { CsiVolumeSteps } from '../harness/csi-volume-steps.js';
@@ -32,16 +32,8 @@ let steps: CsiVolumeSteps;
 let volumeId: string;
 let shares: ShareManagers;
 
-async function untilNotGrace<T>(attempt: () => Promise<T>, limitMs = 45_000): Promise<T> {
-  const deadline = Date.now() + limitMs;
-  for (;;) {
-    try {
-      return await attempt();
-    } catch (err) {
-      if (!(err instanceof Nfs4Error && err.is('NFS4ERR_GRACE')) || Date.now() > deadline) throw err;
-      await new Promise((resolve) => setTimeout(resolve, 250));
-    }
-  }
+function untilNotGrace<T>(attempt: () => Promise<T>): Promise<T> {
+  return retryWhileInGrace(attempt, 45_000);
 }
 
 beforeAll(async () => {
