@@ -19,16 +19,12 @@ import { mkdir, mkdtemp, open, readdir, readFile, rm } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { mkfsCommand } from '../driver/node/filesystem.js';
-import { startControlPlane } from '../lab/control-plane.js';
 import { run } from '../lib/exec.js';
-import { loadKubeConfig } from '../lib/kube/client.js';
-import { installCrds } from '../lib/kube/manifests.js';
-import { manifestsDir } from '../lib/paths.js';
-import { TEST_KUBECONFIG_ENV } from '../test/harness/cluster.js';
 import { CsiClient, capability, isRetryable, retrying } from '../test/harness/csi-client.js';
 import { CsiStack } from '../test/harness/csi-stack.js';
 import { type CpuSnapshot, cpuUse, type Proc, snapshot } from './cpu.js';
 import { Cleanup } from './dataplane-setup.js';
+import { startStackControlPlane } from './stack-setup.js';
 import { percentile, round } from './stats.js';
 
 const MiB = 1024 * 1024;
@@ -304,23 +300,12 @@ export async function benchCsi(): Promise<Record<string, unknown>> {
   };
   process.once('SIGINT', stopOnSignal);
   process.once('SIGTERM', stopOnSignal);
-  const previousKubeconfig = process.env[TEST_KUBECONFIG_ENV];
   try {
     const root = await mkdtemp(join(tmpdir(), 'tandem-bench-csi-'));
     cleanup.add('scratch folder', () =>
       keepState() ? Promise.resolve() : rm(root, { recursive: true, force: true }),
     );
-    const controlPlane = await startControlPlane({
-      dir: join(root, 'control-plane'),
-      removeOnStop: !keepState(),
-    });
-    cleanup.add('control plane', () => controlPlane.stop());
-    await installCrds(loadKubeConfig(controlPlane.kubeconfigPath), join(manifestsDir(), 'crds'));
-    process.env[TEST_KUBECONFIG_ENV] = controlPlane.kubeconfigPath;
-    cleanup.add('kubeconfig variable', async () => {
-      if (previousKubeconfig === undefined) delete process.env[TEST_KUBECONFIG_ENV];
-      else process.env[TEST_KUBECONFIG_ENV] = previousKubeconfig;
-    });
+    await startStackControlPlane(join(root, 'control-plane'), cleanup, !keepState());
 
     const stack = await CsiStack.start(2);
     cleanup.add('CSI stack', () => stack.destroy());

@@ -15,18 +15,16 @@ import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CoreV1Api, type KubeConfig, makeInformer, type V1Pod } from '@kubernetes/client-node';
-import { startControlPlane } from '../lab/control-plane.js';
-import { loadKubeConfig } from '../lib/kube/client.js';
 import { installCrds } from '../lib/kube/manifests.js';
 import { VolumeClient } from '../lib/kube/volumes.js';
-import { manifestsDir, packageRoot } from '../lib/paths.js';
+import { packageRoot } from '../lib/paths.js';
 import { createBoundBlockPv } from '../test/harness/bound-pv.js';
-import { TEST_KUBECONFIG_ENV } from '../test/harness/cluster.js';
 import { CsiClient, retrying } from '../test/harness/csi-client.js';
 import { CsiStack } from '../test/harness/csi-stack.js';
 import { KubeVirtActor } from '../test/harness/kubevirt-actor.js';
 import { cpuUse, snapshot } from './cpu.js';
 import { Cleanup } from './dataplane-setup.js';
+import { startStackControlPlane } from './stack-setup.js';
 import { percentile, round } from './stats.js';
 
 const MiB = 1024 * 1024;
@@ -175,20 +173,11 @@ export async function benchMigration(): Promise<Record<string, unknown>> {
   const sequential = Number(process.env.TANDEM_BENCH_MIGRATIONS ?? 10);
   const idleVolumes = Number(process.env.TANDEM_BENCH_IDLE_VOLUMES ?? 100);
   const cleanup = new Cleanup();
-  const previous = process.env[TEST_KUBECONFIG_ENV];
   try {
     const root = await mkdtemp(join(tmpdir(), 'tandem-bench-migration-'));
     cleanup.add('scratch folder', () => rm(root, { recursive: true, force: true }));
-    const controlPlane = await startControlPlane({ dir: join(root, 'control-plane'), removeOnStop: true });
-    cleanup.add('control plane', () => controlPlane.stop());
-    const kc = loadKubeConfig(controlPlane.kubeconfigPath);
-    await installCrds(kc, join(manifestsDir(), 'crds'));
+    const kc = await startStackControlPlane(join(root, 'control-plane'), cleanup);
     await installCrds(kc, join(packageRoot(), 'lab', 'kubevirt'));
-    process.env[TEST_KUBECONFIG_ENV] = controlPlane.kubeconfigPath;
-    cleanup.add('kubeconfig variable', async () => {
-      if (previous === undefined) delete process.env[TEST_KUBECONFIG_ENV];
-      else process.env[TEST_KUBECONFIG_ENV] = previous;
-    });
     const stack = await CsiStack.start(2, 'bench-mig', { migratorArgs: ['--resync-interval', '5s'] });
     cleanup.add('CSI stack', () => stack.destroy());
     await stack.startMigrator();

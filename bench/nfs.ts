@@ -24,17 +24,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DEBIAN_GANESHA_PLUGINS, failoverTimings } from '../driver/share-manager/ganesha-config.js';
 import { RunningGanesha } from '../driver/share-manager/ganesha-process.js';
-import { startControlPlane } from '../lab/control-plane.js';
-import { loadKubeConfig } from '../lib/kube/client.js';
-import { installCrds } from '../lib/kube/manifests.js';
-import { Nfs4Client, Nfs4Error } from '../lib/nfs4/client.js';
-import { manifestsDir } from '../lib/paths.js';
+import { Nfs4Client, retryWhileInGrace } from '../lib/nfs4/client.js';
 import { waitFor } from '../lib/readiness.js';
-import { TEST_KUBECONFIG_ENV } from '../test/harness/cluster.js';
 import { CsiStack } from '../test/harness/csi-stack.js';
 import { CsiVolumeSteps } from '../test/harness/csi-volume-steps.js';
 import { ShareManagers } from '../test/harness/share-managers.js';
 import { Cleanup } from './dataplane-setup.js';
+import { startStackControlPlane } from './stack-setup.js';
 import { round } from './stats.js';
 
 const MiB = 1024 * 1024;
@@ -153,17 +149,16 @@ async function failover(
   const reclaimed = round(elapsedS(killedAt), 2);
   // A client new to the server (a pod starting after the move) may open only once grace is over.
   const newcomer = await shares.client(to, 2, `bench-${name}-new`);
-  for (;;) {
-    try {
+  // Bounded: grace (at most 90 s) plus a minute.
+  await retryWhileInGrace(
+    async () => {
       const fresh = await newcomer.open(`/after-${name}.bin`, { create: true });
       await newcomer.write(fresh, 0n, block);
       await newcomer.close(fresh);
-      break;
-    } catch (err) {
-      if (!(err instanceof Nfs4Error && err.is('NFS4ERR_GRACE'))) throw err;
-      await new Promise((resolve) => setTimeout(resolve, 200));
-    }
-  }
+    },
+    150_000,
+    200,
+  );
   const newOpen = round(elapsedS(killedAt), 2);
   await back.close(reopened);
   await back.destroy();
@@ -173,7 +168,6 @@ async function failover(
 
 export async function benchNfs(): Promise<Record<string, unknown>> {
   const cleanup = new Cleanup();
-  const previousKubeconfig = process.env[TEST_KUBECONFIG_ENV];
   try {
     const root = await mkdtemp(join(tmpdir(), 'tandem-bench-nfs-'));
     cleanup.add('scratch folder', () => rm(root, { recursive: true, force: true }));
@@ -203,14 +197,7 @@ export async function benchNfs(): Promise<Record<string, unknown>> {
     await plainClient.destroy();
     process.stderr.write(`plain export: ${JSON.stringify(reference)}\n`);
 
-    const controlPlane = await startControlPlane({ dir: join(root, 'control-plane'), removeOnStop: true });
-    cleanup.add('control plane', () => controlPlane.stop());
-    await installCrds(loadKubeConfig(controlPlane.kubeconfigPath), join(manifestsDir(), 'crds'));
-    process.env[TEST_KUBECONFIG_ENV] = controlPlane.kubeconfigPath;
-    cleanup.add('kubeconfig variable', async () => {
-      if (previousKubeconfig === undefined) delete process.env[TEST_KUBECONFIG_ENV];
-      else process.env[TEST_KUBECONFIG_ENV] = previousKubeconfig;
-    });
+    await startStackControlPlane(join(root, 'control-plane'), cleanup);
     const stack = await CsiStack.start(3);
     cleanup.add('CSI stack', () => stack.destroy());
     const steps = new CsiVolumeSteps(stack, 256 * MiB);
