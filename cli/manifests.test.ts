@@ -27,6 +27,9 @@ import { CSI_DRIVER_NAME } from '../lib/api/volume.js';
 import { parseStorageClassParameters } from '../lib/params/storage-class.js';
 import {
   builtSidecarVersion,
+  CONTROLLER_ACCOUNT,
+  CONTROLLER_SHARE_FORBIDDEN,
+  CONTROLLER_SHARE_RIGHTS,
   container,
   hostPathOf,
   KUBELET_PLUGINS_DIR,
@@ -360,6 +363,19 @@ describe('manifests/driver RBAC', () => {
       cases.map(
         (c) =>
           `${c.label}: ${can(SHARE_MANAGER_ACCOUNT, c.verb, c.right.group, c.right.resource, c.right.namespace)}`,
+      ),
+    ).toEqual(cases.map((c) => `${c.label}: ${granted}`));
+  });
+
+  it.each([
+    ['every right it uses for share managers', CONTROLLER_SHARE_RIGHTS, true],
+    ['no share-manager right outside tandem-system', CONTROLLER_SHARE_FORBIDDEN, false],
+  ] as const)('grants the controller %s', (_, rights, granted) => {
+    const cases = rightCases(rights);
+    expect(
+      cases.map(
+        (c) =>
+          `${c.label}: ${can(CONTROLLER_ACCOUNT, c.verb, c.right.group, c.right.resource, c.right.namespace)}`,
       ),
     ).toEqual(cases.map((c) => `${c.label}: ${granted}`));
   });

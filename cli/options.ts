@@ -81,3 +81,18 @@ export const frontendOption = () =>
     .argParser(oneOf(['auto', 'kernel-nbd', 'nbdfuse'] as const))
     .default('auto' as const)
     .env('TANDEM_NODE_FRONTEND');
+
+/**
+ * A flag in a StorageClass parameter's list syntax, parsed by that parameter's own parser so both
+ * accept the same text; the parser's messages are kept, under the flag's name.
+ */
+export function listParser<T>(
+  flag: string,
+  parse: (value: string) => { ok: true; value: T } | { ok: false; errors: string[] },
+): (value: string) => T {
+  return (value) => {
+    const parsed = parse(value);
+    if (!parsed.ok) throw new InvalidArgumentError(`${flag}: ${parsed.errors.join('; ')}`);
+    return parsed.value;
+  };
+}

@@ -2,6 +2,8 @@ import { Command, Option } from '@commander-js/extra-typings';
 import { KubeControllerCluster } from '../../driver/controller/cluster.js';
 import { runLeaderDuties } from '../../driver/controller/leader-duties.js';
 import { controllerHandlers } from '../../driver/controller/service.js';
+import { KubeShareCluster } from '../../driver/controller/share-cluster.js';
+import { ShareReconciler } from '../../driver/controller/share-reconciler.js';
 import { identityHandlers } from '../../driver/csi/identity.js';
 import { csiServices } from '../../driver/csi/proto.js';
 import { CsiServer } from '../../driver/csi/server.js';
@@ -12,11 +14,13 @@ import { EventRecorder } from '../../lib/kube/events.js';
 import { defaultIdentity, LeaderElection } from '../../lib/kube/leader-election.js';
 import { createLogger } from '../../lib/log.js';
 import { createRegistry } from '../../lib/metrics.js';
+import { parseNodeSelector, parseTolerations, type Toleration } from '../../lib/params/storage-class.js';
 import { canConnect } from '../../lib/readiness.js';
 import { untilStopSignal } from '../../lib/signals.js';
 import {
   csiEndpointOption,
   kubeconfigOption,
+  listParser,
   logLevelOption,
   metricsAddressOption,
   namespaceOption,
@@ -47,12 +51,50 @@ export function controllerCommand() {
         .default(10_000, '10s')
         .env('TANDEM_NODE_CHECK_INTERVAL'),
     )
+    .addOption(
+      new Option('--share-manager-image <image>', 'image of the share-manager Pods of RWX Filesystem volumes')
+        .default('tandem:0.1.0')
+        .env('TANDEM_SHARE_MANAGER_IMAGE'),
+    )
+    .addOption(
+      new Option('--share-manager-service-account <name>', "the share-manager Pods' ServiceAccount")
+        .default('tandem-share-manager')
+        .env('TANDEM_SHARE_MANAGER_SERVICE_ACCOUNT'),
+    )
+    .addOption(
+      new Option(
+        '--share-manager-node-selector <key:value;...>',
+        "cluster-wide node selector of share managers, under each class's shareManagerNodeSelector",
+      )
+        .argParser(listParser('--share-manager-node-selector', parseNodeSelector))
+        .default({} as Record<string, string>, 'none')
+        .env('TANDEM_SHARE_MANAGER_NODE_SELECTOR'),
+    )
+    .addOption(
+      new Option(
+        '--share-manager-tolerations <key=value:Effect;...>',
+        "cluster-wide tolerations of share managers, beside each class's shareManagerTolerations",
+      )
+        .argParser(listParser('--share-manager-tolerations', parseTolerations))
+        .default([] as Toleration[], 'none')
+        .env('TANDEM_SHARE_MANAGER_TOLERATIONS'),
+    )
+    .addOption(
+      new Option(
+        '--share-resync <duration>',
+        'how often the leader checks every share manager (heartbeats expire without any Volume changing)',
+      )
+        .argParser(durationIn(200, 60_000))
+        .default(2_000, '2s')
+        .env('TANDEM_SHARE_RESYNC'),
+    )
     .addOption(metricsAddressOption('0.0.0.0:9501'))
     .addOption(logLevelOption())
     .action(async (options) => {
       const log = createLogger('controller', options.logLevel);
       const kc = loadKubeConfig(options.kubeconfig);
       const cluster = new KubeControllerCluster(kc, options.namespace);
+      const shares = new KubeShareCluster(kc, options.namespace);
       const events = new EventRecorder({ kc, log });
       const services = csiServices();
       // Ready when the API answers the reads every call starts with.
@@ -70,7 +112,7 @@ export function controllerCommand() {
           },
           {
             definition: services.Controller,
-            handlers: controllerHandlers({ cluster, events, engineWaitMs: options.engineWait }),
+            handlers: controllerHandlers({ cluster, events, shares, engineWaitMs: options.engineWait }),
           },
         ],
       });
@@ -99,7 +141,32 @@ export function controllerCommand() {
       const elected = election.run({
         onStartedLeading: (signal) =>
           runLeaderDuties(
-            { kc, cluster, events, log, nodeCheckIntervalMs: options.nodeCheckInterval },
+            {
+              kc,
+              cluster,
+              events,
+              log,
+              nodeCheckIntervalMs: options.nodeCheckInterval,
+              shares: {
+                resyncMs: options.shareResync,
+                reconciler: new ShareReconciler({
+                  cluster,
+                  shares,
+                  events,
+                  log,
+                  engineWaitMs: options.engineWait,
+                  pod: {
+                    namespace: options.namespace,
+                    image: options.shareManagerImage,
+                    serviceAccountName: options.shareManagerServiceAccount,
+                    defaults: {
+                      nodeSelector: options.shareManagerNodeSelector,
+                      tolerations: options.shareManagerTolerations,
+                    },
+                  },
+                }),
+              },
+            },
             signal,
           ),
       });

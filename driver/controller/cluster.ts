@@ -10,6 +10,7 @@ import {
   CoordinationV1Api,
   CoreV1Api,
   type KubeConfig,
+  StorageV1Api,
   type V1Pod,
 } from '@kubernetes/client-node';
 import type { Volume } from '../../lib/api/volume.js';
@@ -18,6 +19,7 @@ import { podFinished } from '../../lib/kubevirt/vocabulary.js';
 import { aborted, CsiError, unavailable } from '../csi/errors.js';
 import { CREDENTIAL_KEY, credentialSecretName } from '../dataplane/credentials.js';
 import { NODE_LABEL, type NodeRegistrationRecord, parseNodeLease } from '../dataplane/node-registration.js';
+import { allowedTopologyNodes } from './share-spec.js';
 
 /** A pod that uses a volume, as the pod-identity check sees it. */
 export interface PodUse {
@@ -57,6 +59,11 @@ export interface ControllerCluster {
   cordonedNodes(): Promise<Set<string>>;
   /** The UID of a PersistentVolumeClaim (Events carry it so `kubectl describe pvc` finds them); undefined when absent. */
   claimUid(namespace: string, name: string): Promise<string | undefined>;
+  /**
+   * The nodes the allowedTopologies of the claim's StorageClass admit; undefined when the claim or
+   * its class is absent or the class sets none (any node).
+   */
+  allowedNodesOfClaim(namespace: string, name: string): Promise<string[] | undefined>;
   /** Pods (not finished) whose claim is bound to the PV of this CSI volume; undefined when no PV names it. */
   podsUsingVolume(volumeId: string): Promise<PodUse[] | undefined>;
 }
@@ -125,12 +132,14 @@ export class KubeControllerCluster implements ControllerCluster {
   readonly #volumes: VolumeClient;
   readonly #core: CoreV1Api;
   readonly #coordination: CoordinationV1Api;
+  readonly #storage: StorageV1Api;
   readonly #namespace: string;
 
   constructor(kc: KubeConfig, namespace: string) {
     this.#volumes = new VolumeClient(kc);
     this.#core = kc.makeApiClient(CoreV1Api);
     this.#coordination = kc.makeApiClient(CoordinationV1Api);
+    this.#storage = kc.makeApiClient(StorageV1Api);
     this.#namespace = namespace;
   }
 
@@ -226,6 +235,28 @@ export class KubeControllerCluster implements ControllerCluster {
         throw err;
       }
     });
+  }
+
+  async allowedNodesOfClaim(namespace: string, name: string): Promise<string[] | undefined> {
+    const className = await call(`reading PersistentVolumeClaim ${namespace}/${name}`, async () => {
+      try {
+        return (await this.#core.readNamespacedPersistentVolumeClaim({ name, namespace })).spec
+          ?.storageClassName;
+      } catch (err) {
+        if (is404(err)) return undefined;
+        throw err;
+      }
+    });
+    if (!className) return undefined;
+    const terms = await call(`reading StorageClass ${className}`, async () => {
+      try {
+        return (await this.#storage.readStorageClass({ name: className })).allowedTopologies;
+      } catch (err) {
+        if (is404(err)) return undefined;
+        throw err;
+      }
+    });
+    return allowedTopologyNodes(terms);
   }
 
   async podsUsingVolume(volumeId: string): Promise<PodUse[] | undefined> {

@@ -1,7 +1,7 @@
 /**
  * What only the leading controller does (every replica serves CSI calls, which are idempotent
- * and guarded by optimistic concurrency; the sidecars elect their own leaders): watch the Volumes
- * and turn what a user must see into Events.
+ * and guarded by optimistic concurrency; the sidecars elect their own leaders): watch the Volumes,
+ * turn what a user must see into Events, and keep every RWX Filesystem volume's share manager.
  */
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Volume } from '../../lib/api/volume.js';
@@ -10,6 +10,7 @@ import { keepWatching } from '../../lib/kube/informer.js';
 import { VolumeClient } from '../../lib/kube/volumes.js';
 import type { Logger } from '../../lib/log.js';
 import type { ControllerCluster } from './cluster.js';
+import { type ShareReconciler, servesShare } from './share-reconciler.js';
 import { type EventSink, eventSubject, LostNodeReporter, replicaTransitions } from './volume-events.js';
 
 export interface LeaderDutiesOptions {
@@ -18,6 +19,8 @@ export interface LeaderDutiesOptions {
   events: EventSink;
   log: Logger;
   nodeCheckIntervalMs?: number;
+  /** Share managers of RWX Filesystem volumes: reconciled on every Volume change and every resyncMs. */
+  shares?: { reconciler: ShareReconciler; resyncMs: number };
 }
 
 /** Runs until `signal` aborts (leadership lost or shutdown). */
@@ -31,8 +34,23 @@ export async function runLeaderDuties(options: LeaderDutiesOptions, signal: Abor
     last.set(volume.metadata.name, volume);
   };
   // The first list only records where things stand: transitions are reported from then on.
-  informer.on('add', (volume) => last.set(volume.metadata.name, volume));
-  informer.on('update', onChange);
+  const shares = options.shares;
+  // One pass at a time: a pass reads every object it decides on, so passes never interleave.
+  let sharePass: Promise<void> = Promise.resolve();
+  const reconcileShares = () => {
+    if (shares === undefined) return;
+    sharePass = sharePass
+      .then(() => shares.reconciler.reconcileAll(informer.list()))
+      .catch((err: unknown) => log.warn({ err: errorMessage(err) }, 'share manager pass failed'));
+  };
+  informer.on('add', (volume) => {
+    last.set(volume.metadata.name, volume);
+    if (servesShare(volume)) reconcileShares();
+  });
+  informer.on('update', (volume) => {
+    onChange(volume);
+    if (servesShare(volume)) reconcileShares();
+  });
   informer.on('delete', (volume) => last.delete(volume.metadata.name));
   const watching = await keepWatching(informer, { name: 'volumes', logger: log });
   const reporter = new LostNodeReporter(options.cluster, events);
@@ -41,11 +59,15 @@ export async function runLeaderDuties(options: LeaderDutiesOptions, signal: Abor
       .check(informer.list())
       .catch((err: unknown) => log.warn({ err: errorMessage(err) }, 'lost-node check failed'));
   }, options.nodeCheckIntervalMs ?? 10_000);
-  log.info('leading: reporting volume events');
+  const shareTimer = shares && setInterval(reconcileShares, shares.resyncMs);
+  log.info('leading: reporting volume events, reconciling share managers');
   await new Promise<void>((resolve) => {
     if (signal.aborted) resolve();
     else signal.addEventListener('abort', () => resolve(), { once: true });
   });
   clearInterval(timer);
+  if (shareTimer) clearInterval(shareTimer);
   await watching.stop();
+  await sharePass;
+  await shares?.reconciler.settled();
 }

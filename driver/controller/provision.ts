@@ -4,13 +4,22 @@
  * attempt stopped: the Volume (spec), then its credential Secret, then the placement (status).
  */
 import { status } from '@grpc/grpc-js';
-import { newVolume, type ReplicaStatus, type Volume } from '../../lib/api/volume.js';
+import { newVolume, type ReplicaStatus, type ShareSpec, type Volume } from '../../lib/api/volume.js';
 import { aborted, alreadyExists, CsiError, failedPrecondition, invalidArgument } from '../csi/errors.js';
 import type { RpcContext } from '../csi/rpc.js';
 import { type ControllerCluster, updateVolume } from './cluster.js';
-import { type CreateVolumeRequest, planCreateVolume, sameVolume, volumeSpecFor } from './create-volume.js';
+import {
+  type CreateVolumePlan,
+  type CreateVolumeRequest,
+  planCreateVolume,
+  sameVolume,
+  volumeSpecFor,
+} from './create-volume.js';
 import { nodeInventory } from './inventory.js';
 import { type CsiTopology, placeReplicas } from './placement.js';
+import type { ShareCluster } from './share-cluster.js';
+import { deleteShare } from './share-publish.js';
+import { shareSpecFor } from './share-spec.js';
 import {
   type EventSink,
   eventSubject,
@@ -23,6 +32,7 @@ import { type CsiVolume, csiVolume } from './volume-view.js';
 
 export interface ProvisionDeps {
   cluster: ControllerCluster;
+  shares?: ShareCluster;
   /** Reports a refusal the user must see (no room for replicas), on the claim when it is known. */
   events?: EventSink;
 }
@@ -56,18 +66,14 @@ export async function createVolume(
   context: RpcContext,
 ): Promise<{ volume: CsiVolume }> {
   const plan = planCreateVolume(request);
-  if (plan.accessMode === 'ReadWriteMany' && plan.volumeMode === 'Filesystem') {
-    // Refused before anything is created: a volume nobody could mount is worse than a clear no.
-    throw new CsiError(
-      status.UNIMPLEMENTED,
-      'ReadWriteMany Filesystem volumes are served over NFS by a share manager, which this Tandem build does not include yet; use ReadWriteOnce, or ReadWriteMany Block with a migratable class',
-    );
-  }
   const id = volumeIdFor(plan.name);
   const { cluster } = deps;
   let volume = await cluster.getVolume(id);
   if (volume === undefined) {
-    const fresh = newVolume(id, volumeSpecFor(plan));
+    const fresh = newVolume(id, {
+      ...volumeSpecFor(plan),
+      ...(servedOverNfs(plan) ? { share: await shareSpecOf(cluster, request, plan) } : {}),
+    });
     fresh.metadata.annotations = {
       [CSI_NAME_ANNOTATION]: plan.name,
       ...(await claimAnnotations(cluster, request)),
@@ -98,6 +104,28 @@ export async function createVolume(
     }
   }
   return { volume: csiVolume(volume, accessibleTopology(plan.topology.requisite)) };
+}
+
+const servedOverNfs = (plan: CreateVolumePlan) =>
+  plan.accessMode === 'ReadWriteMany' && plan.volumeMode === 'Filesystem';
+
+/**
+ * The share manager's settings, with the class's allowedTopologies read through the claim. A
+ * class whose terms admit no node is refused: its share manager could never run.
+ */
+async function shareSpecOf(
+  cluster: ControllerCluster,
+  request: CreateVolumeRequest,
+  plan: CreateVolumePlan,
+): Promise<ShareSpec> {
+  const name = request.parameters?.[PVC_NAME_PARAMETER];
+  const namespace = request.parameters?.[PVC_NAMESPACE_PARAMETER];
+  const nodes = name && namespace ? await cluster.allowedNodesOfClaim(namespace, name) : undefined;
+  if (nodes !== undefined && nodes.length === 0)
+    throw invalidArgument(
+      `the allowedTopologies of the class of claim ${namespace}/${name} admit no node (every term's expressions contradict each other), so its share manager could run nowhere; fix the class's allowedTopologies`,
+    );
+  return shareSpecFor(plan.parameters, nodes);
 }
 
 /** Writes the replica placement into status (existing replicas kept, missing ones placed). */
@@ -178,7 +206,9 @@ export async function deleteVolume(
       ...(volume.spec.engines ?? []).map((e) => e.node),
       ...(volume.status?.engines ?? []).map((e) => e.node),
     ]);
-    if (engines.size > 0)
+    // A share manager's engine is the volume's own, not a user's: it goes with the volume.
+    if (volume.spec.share !== undefined) await deleteShare(deps, volume, context);
+    else if (engines.size > 0)
       throw failedPrecondition(
         `volume ${id} is still attached to ${[...engines].join(', ')}; it can be deleted once every VolumeAttachment of it is gone`,
       );

@@ -11,6 +11,7 @@ import type { RpcContext } from '../csi/rpc.js';
 import { isAlive } from '../dataplane/node-registration.js';
 import { type CsiVolumeCapability, validateVolumeCapabilities } from './capabilities.js';
 import { type ControllerCluster, updateVolume } from './cluster.js';
+import { waitForEngine, waitForEngineGone } from './engine-wait.js';
 import {
   checkMigrationGuard,
   decideOnUnpublish,
@@ -18,9 +19,13 @@ import {
   startMigrationRecord,
 } from './migration-record.js';
 import { checkMigrationPods } from './pod-identity.js';
+import type { ShareCluster } from './share-cluster.js';
+import { publishShare } from './share-publish.js';
 
 export interface PublishDeps {
   cluster: ControllerCluster;
+  /** The share managers' objects; without it, RWX Filesystem volumes cannot be published. */
+  shares?: ShareCluster;
   /** How long a call waits for the engine before answering UNAVAILABLE (the attacher retries). */
   engineWaitMs?: number;
   pollMs?: number;
@@ -52,6 +57,9 @@ export async function controllerPublishVolume(
     throw notFound(`volume ${id} does not exist`);
   const check = validateVolumeCapabilities([request.volume_capability], volume);
   if (!check.confirmed) throw invalidArgument(check.message);
+
+  // Served over NFS: the client's node gets the share manager's address, not an engine.
+  if (volume.spec.share !== undefined) return publishShare(deps, volume, context.signal);
 
   const target = registrations.find((r) => r.node === node);
   if (target === undefined)
@@ -134,6 +142,8 @@ export async function controllerUnpublishVolume(
   const { cluster } = deps;
   const volume = await cluster.getVolume(id);
   if (volume === undefined) return {};
+  // Nothing per node: the share manager's engine stays until the volume is deleted.
+  if (volume.spec.share !== undefined) return {};
   const wanted = (volume.spec.engines ?? []).map((e) => e.node);
   // An empty node_id means every node (CSI: the CO does not know where it is published).
   const leaving = node ? [node] : wanted;
@@ -154,65 +164,4 @@ export async function controllerUnpublishVolume(
   }
   for (const n of leaving) await waitForEngineGone(deps, id, n, context);
   return {};
-}
-
-/**
- * Waits until the node's engine has left. A node whose data plane stopped renewing its Lease
- * cannot stop anything: its engine is struck from status.engines with a new epoch instead, so
- * the next engine's takeover fences whatever the lost one might still send.
- */
-async function waitForEngineGone(
-  deps: PublishDeps,
-  id: string,
-  node: string,
-  context: RpcContext,
-): Promise<void> {
-  const record = (await deps.cluster.listNodes()).find((r) => r.node === node);
-  if (record !== undefined && isAlive(record)) {
-    await waitForEngine(deps, id, node, context.signal, false);
-    return;
-  }
-  await updateVolume(
-    deps.cluster,
-    id,
-    (fresh) => {
-      const engines = fresh.status?.engines ?? [];
-      if (!engines.some((e) => e.node === node)) return undefined;
-      fresh.status = {
-        ...fresh.status,
-        engines: engines.filter((e) => e.node !== node),
-        epoch: (fresh.status?.epoch ?? 0) + 1,
-      };
-      return fresh;
-    },
-    'status',
-  );
-  context.logger.warn({ volume: id, node }, 'engine of a lost node struck from the volume with a new epoch');
-}
-
-async function waitForEngine(
-  deps: PublishDeps,
-  id: string,
-  node: string,
-  signal: AbortSignal,
-  present: boolean,
-): Promise<void> {
-  const deadline = Date.now() + (deps.engineWaitMs ?? 60_000);
-  const poll = deps.pollMs ?? 50;
-  for (;;) {
-    const volume = await deps.cluster.getVolume(id);
-    if (volume === undefined) {
-      if (present) throw notFound(`volume ${id} was deleted`);
-      return;
-    }
-    const has = (volume.status?.engines ?? []).some((e) => e.node === node);
-    if (has === present) return;
-    if (signal.aborted || Date.now() >= deadline)
-      throw unavailable(
-        present
-          ? `the engine of volume ${id} on node ${node} is not serving yet; the data plane there starts it (see its log)`
-          : `the engine of volume ${id} on node ${node} has not stopped yet`,
-      );
-    await new Promise((resolve) => setTimeout(resolve, poll));
-  }
 }

@@ -137,12 +137,61 @@ describe('CreateVolume', () => {
     });
   });
 
-  test('ReadWriteMany Filesystem is refused before anything is created', async () => {
+  test("ReadWriteMany Filesystem gets replicas like any volume, and the share manager's settings from the class", async () => {
     const { cluster, handlers } = setup();
+    cluster.claimNodes.set('apps/shared', ['n1', 'n2']);
+    const request = createVolumeRequest({
+      name: 'pvc-rwx',
+      volume_capabilities: [mountCapability('MULTI_NODE_MULTI_WRITER')],
+      parameters: {
+        numberOfReplicas: '2',
+        fastFailover: 'true',
+        nfsOptions: 'vers=4.2,soft,timeo=100,retrans=3',
+        shareManagerNodeSelector: 'role:nfs',
+        shareManagerTolerations: 'dedicated=nfs:NoSchedule',
+        'csi.storage.k8s.io/pvc/name': 'shared',
+        'csi.storage.k8s.io/pvc/namespace': 'apps',
+      },
+    });
+    await handlers.CreateVolume(request, context());
+    const volume = cluster.volumes.get('pvc-rwx');
+    expect(volume?.spec).toMatchObject({
+      accessMode: 'ReadWriteMany',
+      volumeMode: 'Filesystem',
+      fsType: 'ext4',
+    });
+    expect(volume?.spec.share).toEqual({
+      nfsOptions: 'vers=4.2,soft,timeo=100,retrans=3',
+      fastFailover: true,
+      nodeSelector: { role: 'nfs' },
+      tolerations: [{ key: 'dedicated', operator: 'Equal', value: 'nfs', effect: 'NoSchedule' }],
+      nodes: ['n1', 'n2'],
+    });
+    expect(volume?.status?.replicas).toHaveLength(2);
+    // A retry finds the same volume.
+    expect((await handlers.CreateVolume(request, context())).volume.volume_id).toBe('pvc-rwx');
+  });
+
+  test('a ReadWriteOnce volume has no share manager settings', async () => {
+    const { cluster, handlers } = setup();
+    await handlers.CreateVolume(rwo(), context());
+    expect(cluster.volumes.get('pvc-1')?.spec.share).toBeUndefined();
+  });
+
+  test('a class whose allowedTopologies admit no node is refused before anything is created', async () => {
+    const { cluster, handlers } = setup();
+    cluster.claimNodes.set('apps/nowhere', []);
     const request = createVolumeRequest({
       volume_capabilities: [mountCapability('MULTI_NODE_MULTI_WRITER')],
+      parameters: {
+        'csi.storage.k8s.io/pvc/name': 'nowhere',
+        'csi.storage.k8s.io/pvc/namespace': 'apps',
+      },
     });
-    expect(await codeOf(handlers.CreateVolume(request, context()))).toBe('UNIMPLEMENTED');
+    const error = await handlers.CreateVolume(request, context()).catch((err: unknown) => err);
+    expect(error).toBeInstanceOf(CsiError);
+    expect((error as CsiError).code).toBe(status.INVALID_ARGUMENT);
+    expect((error as CsiError).message).toMatch(/admit no node/);
     expect(cluster.volumes.size).toBe(0);
   });
 });

@@ -22,22 +22,27 @@ import {
   type ValidateVolumeCapabilitiesRequest,
   validateCapabilities,
 } from './queries.js';
+import type { ShareCluster } from './share-cluster.js';
 import type { EventSink } from './volume-events.js';
 
 export interface ControllerServiceOptions {
   cluster: ControllerCluster;
   /** Where refusals a user must see go as Events (on the claim when the provisioner names it). */
   events?: EventSink;
+  /** The share managers' objects (RWX Filesystem volumes). */
+  shares?: ShareCluster;
   engineWaitMs?: number;
 }
 
 export function controllerHandlers(options: ControllerServiceOptions) {
   const { cluster } = options;
+  const shares = options.shares ? { shares: options.shares } : {};
   const publishDeps = {
     cluster,
+    ...shares,
     ...(options.engineWaitMs === undefined ? {} : { engineWaitMs: options.engineWaitMs }),
   };
-  const provisionDeps = { cluster, ...(options.events ? { events: options.events } : {}) };
+  const provisionDeps = { cluster, ...shares, ...(options.events ? { events: options.events } : {}) };
   return {
     CreateVolume: (request: CreateVolumeRequest, context: RpcContext) =>
       createVolume(provisionDeps, request, context),

@@ -6,7 +6,6 @@ const options = {
   image: 'tandem:0.1.0',
   serviceAccountName: 'tandem-share-manager',
   fsType: 'ext4' as const,
-  fastFailover: false,
   defaults: {
     nodeSelector: { 'kubernetes.io/os': 'linux', role: 'any' },
     tolerations: [{ key: 'storage', operator: 'Exists' as const, effect: 'NoSchedule' as const }],
@@ -18,12 +17,11 @@ describe('share-manager Pod', () => {
     const pod = shareManagerPod(
       'pvc-1',
       {
+        nfsOptions: 'vers=4.1',
+        fastFailover: false,
         nodeSelector: { role: 'nfs' },
         tolerations: [{ key: 'dedicated', operator: 'Equal', value: 'nfs', effect: 'NoExecute' }],
-        topology: [
-          { segments: { 'topology.csi.tandem.dev/node': 'node-2' } },
-          { segments: { 'topology.csi.tandem.dev/node': 'node-3' } },
-        ],
+        nodes: ['node-2', 'node-3'],
       },
       options,
     );
@@ -48,8 +46,8 @@ describe('share-manager Pod', () => {
   test('no allowedTopologies: no affinity; fast failover and the filesystem reach the share manager', () => {
     const pod = shareManagerPod(
       'pvc-2',
-      { nodeSelector: {}, tolerations: [], topology: [] },
-      { ...options, fastFailover: true, fsType: 'xfs' },
+      { nfsOptions: 'vers=4.1', fastFailover: true },
+      { ...options, fsType: 'xfs' },
     );
     expect(pod.spec?.affinity).toBeUndefined();
     const args = pod.spec?.containers[0]?.args ?? [];

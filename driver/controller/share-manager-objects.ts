@@ -13,6 +13,7 @@
  * the controller, which moves the engine first and may pick another node.
  */
 import type { V1Pod, V1Service, V1Toleration } from '@kubernetes/client-node';
+import type { ShareSpec } from '../../lib/api/volume.js';
 import type { Toleration } from '../../lib/params/storage-class.js';
 import { DEFAULT_ENGINE_SOCKET_DIR, TOPOLOGY_NODE_KEY } from '../csi/node-topology.js';
 import {
@@ -21,23 +22,14 @@ import {
   shareManagerName,
 } from '../share-manager/names.js';
 import { NFS_PORT } from '../share-manager/share-manager.js';
-import type { CsiTopology } from './placement.js';
-
-export interface SharePlacement {
-  nodeSelector: Record<string, string>;
-  tolerations: readonly Toleration[];
-  /** The class's allowedTopologies as CSI requisite topologies (empty: anywhere). */
-  topology: readonly CsiTopology[];
-}
 
 export interface ShareManagerPodOptions {
   namespace: string;
   image: string;
   serviceAccountName: string;
   fsType: 'ext4' | 'xfs';
-  fastFailover: boolean;
   /** Cluster-wide defaults from the controller's flags, merged under the class's own. */
-  defaults: Pick<SharePlacement, 'nodeSelector' | 'tolerations'>;
+  defaults: { nodeSelector: Record<string, string>; tolerations: readonly Toleration[] };
   engineSocketDir?: string;
   stateDir?: string;
 }
@@ -73,23 +65,11 @@ export function mergedTolerations(
   return merged;
 }
 
-/** The nodes allowedTopologies names, or undefined when it names none (no constraint). */
-function topologyNodes(topology: readonly CsiTopology[]): string[] | undefined {
-  const nodes = topology
-    .map((t) => t.segments[TOPOLOGY_NODE_KEY])
-    .filter((n): n is string => n !== undefined);
-  return nodes.length > 0 ? [...new Set(nodes)] : undefined;
-}
-
-export function shareManagerPod(
-  volumeId: string,
-  placement: SharePlacement,
-  options: ShareManagerPodOptions,
-): V1Pod {
+export function shareManagerPod(volumeId: string, share: ShareSpec, options: ShareManagerPodOptions): V1Pod {
   const name = shareManagerName(volumeId);
   const engineSocketDir = options.engineSocketDir ?? DEFAULT_ENGINE_SOCKET_DIR;
   const stateDir = options.stateDir ?? '/var/lib/tandem/share-manager';
-  const nodes = topologyNodes(placement.topology);
+  const nodes = share.nodes;
   const fieldEnv = (envName: string, fieldPath: string) => ({
     name: envName,
     valueFrom: { fieldRef: { fieldPath } },
@@ -103,8 +83,8 @@ export function shareManagerPod(
       serviceAccountName: options.serviceAccountName,
       // Ganesha gets a few seconds to write its recovery records before SIGKILL.
       terminationGracePeriodSeconds: 20,
-      nodeSelector: { ...options.defaults.nodeSelector, ...placement.nodeSelector },
-      tolerations: mergedTolerations(placement.tolerations, options.defaults.tolerations),
+      nodeSelector: { ...options.defaults.nodeSelector, ...share.nodeSelector },
+      tolerations: mergedTolerations(share.tolerations ?? [], options.defaults.tolerations),
       ...(nodes
         ? {
             affinity: {
@@ -129,7 +109,7 @@ export function shareManagerPod(
             volumeId,
             '--fs-type',
             options.fsType,
-            ...(options.fastFailover ? ['--fast-failover'] : []),
+            ...(share.fastFailover ? ['--fast-failover'] : []),
             '--engine-socket-dir',
             engineSocketDir,
             '--state-dir',

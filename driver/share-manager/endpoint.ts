@@ -85,7 +85,8 @@ export class KubeShareEndpoint implements ShareEndpoint {
 
   async publish(address: ShareEndpointAddress): Promise<void> {
     await this.renew();
-    await this.writeSlice(
+    await writeEndpointSlice(
+      this.discovery,
       endpointSliceFor(this.options.volumeId, this.options.namespace, {
         address,
         nodeName: this.options.nodeName,
@@ -103,34 +104,11 @@ export class KubeShareEndpoint implements ShareEndpoint {
   async withdraw(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
-    await this.writeSlice(endpointSliceFor(this.options.volumeId, this.options.namespace, undefined));
+    await writeEndpointSlice(
+      this.discovery,
+      endpointSliceFor(this.options.volumeId, this.options.namespace, undefined),
+    );
     this.options.logger.info('endpoint withdrawn');
-  }
-
-  /** Creates the slice or replaces it whole (it has one writer at a time: the serving share manager). */
-  private async writeSlice(slice: V1EndpointSlice): Promise<void> {
-    const { namespace } = this.options;
-    const name = slice.metadata?.name as string;
-    for (let attempt = 0; ; attempt++) {
-      try {
-        const current = await this.discovery.readNamespacedEndpointSlice({ namespace, name });
-        slice.metadata = { ...slice.metadata, resourceVersion: current.metadata?.resourceVersion };
-        await this.discovery.replaceNamespacedEndpointSlice({ namespace, name, body: slice });
-        return;
-      } catch (err) {
-        if (err instanceof ApiException && err.code === 404) {
-          try {
-            await this.discovery.createNamespacedEndpointSlice({ namespace, body: slice });
-            return;
-          } catch (createErr) {
-            if (!(createErr instanceof ApiException && createErr.code === 409) || attempt >= 3)
-              throw createErr;
-            continue;
-          }
-        }
-        if (!(err instanceof ApiException && err.code === 409) || attempt >= 3) throw err;
-      }
-    }
   }
 
   /** Takes or renews the heartbeat Lease: this share manager is the volume's server now. */
@@ -153,5 +131,33 @@ export class KubeShareEndpoint implements ShareEndpoint {
       ...current,
       spec: { ...current.spec, ...spec, ...(taken ? { acquireTime: now } : {}) },
     });
+  }
+}
+
+/**
+ * Creates the slice or replaces it whole. It has one writer at a time: the serving share manager,
+ * or the controller clearing it once that one is gone.
+ */
+export async function writeEndpointSlice(discovery: DiscoveryV1Api, slice: V1EndpointSlice): Promise<void> {
+  const namespace = slice.metadata?.namespace as string;
+  const name = slice.metadata?.name as string;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      const current = await discovery.readNamespacedEndpointSlice({ namespace, name });
+      slice.metadata = { ...slice.metadata, resourceVersion: current.metadata?.resourceVersion };
+      await discovery.replaceNamespacedEndpointSlice({ namespace, name, body: slice });
+      return;
+    } catch (err) {
+      if (err instanceof ApiException && err.code === 404) {
+        try {
+          await discovery.createNamespacedEndpointSlice({ namespace, body: slice });
+          return;
+        } catch (createErr) {
+          if (!(createErr instanceof ApiException && createErr.code === 409) || attempt >= 3) throw createErr;
+          continue;
+        }
+      }
+      if (!(err instanceof ApiException && err.code === 409) || attempt >= 3) throw err;
+    }
   }
 }

@@ -33,6 +33,29 @@ export interface VolumeSpec {
   staleReplicaTimeoutSeconds?: number;
   /** Nodes that should run an engine; two only during a live migration. */
   engines?: { node: string }[];
+  /** ReadWriteMany Filesystem volumes only: how their NFS share manager runs. */
+  share?: ShareSpec;
+}
+
+/**
+ * What the StorageClass asked of a ReadWriteMany Filesystem volume's share manager, kept on the
+ * Volume at creation: the controller places and restarts share managers long after the
+ * CreateVolume call (and a class may be edited or deleted meanwhile).
+ */
+export interface ShareSpec {
+  /** Mount options of the nodes' NFS clients (validated by the webhook; normalized). */
+  nfsOptions: string;
+  /** Grace 30 s and a heartbeat every 2 s instead of grace 90 s and 10 s. */
+  fastFailover: boolean;
+  nodeSelector?: Record<string, string>;
+  tolerations?: {
+    key: string;
+    operator: 'Equal' | 'Exists';
+    value?: string;
+    effect: 'NoSchedule' | 'PreferNoSchedule' | 'NoExecute';
+  }[];
+  /** The class's allowedTopologies as node names (topology.csi.tandem.dev/node); absent: any node. */
+  nodes?: string[];
 }
 
 export interface ReplicaStatus {

@@ -172,7 +172,7 @@ function splitList(key: string, value: string, example: string): ListItems {
 
 const NODE_SELECTOR_EXAMPLE = 'kubernetes.io/os:linux;topology.kubernetes.io/zone:zone-a';
 
-function parseNodeSelector(value: string): Parsed<Record<string, string>> {
+export function parseNodeSelector(value: string): Parsed<Record<string, string>> {
   const key = 'shareManagerNodeSelector';
   const { items, errors } = splitList(key, value, NODE_SELECTOR_EXAMPLE);
   const selector: Record<string, string> = {};
@@ -241,7 +241,7 @@ function parseToleration(item: string): Parsed<Toleration> {
   };
 }
 
-function parseTolerations(value: string): Parsed<Toleration[]> {
+export function parseTolerations(value: string): Parsed<Toleration[]> {
   const key = 'shareManagerTolerations';
   const example = 'dedicated=storage:NoSchedule;node.kubernetes.io/unreachable:NoExecute';
   const { items, errors } = splitList(key, value, example);

@@ -270,3 +270,32 @@ export const SHARE_MANAGER_FORBIDDEN: ApiRight[] = [
   { verbs: ['delete'], group: 'coordination.k8s.io', resource: 'leases', namespace: NAMESPACE },
   { verbs: ['update'], group: 'coordination.k8s.io', resource: 'leases', namespace: 'kube-system' },
 ];
+
+export const CONTROLLER_ACCOUNT = 'tandem-controller';
+
+/** What the controller calls for share managers (driver/controller/share-cluster.ts), in tandem-system. */
+export const CONTROLLER_SHARE_RIGHTS: ApiRight[] = [
+  { verbs: ['get', 'create', 'delete'], group: '', resource: 'pods', namespace: NAMESPACE },
+  { verbs: ['get', 'create', 'delete'], group: '', resource: 'services', namespace: NAMESPACE },
+  {
+    verbs: ['get', 'create', 'update', 'delete'],
+    group: 'discovery.k8s.io',
+    resource: 'endpointslices',
+    namespace: NAMESPACE,
+  },
+  { verbs: ['get', 'delete'], group: 'coordination.k8s.io', resource: 'leases', namespace: NAMESPACE },
+  { verbs: ['get'], group: 'storage.k8s.io', resource: 'storageclasses' },
+];
+
+/** Share managers live in tandem-system only: the controller makes no pod, Service or slice elsewhere. */
+export const CONTROLLER_SHARE_FORBIDDEN: ApiRight[] = [
+  { verbs: ['create', 'delete'], group: '', resource: 'pods', namespace: 'default' },
+  { verbs: ['update', 'patch'], group: '', resource: 'pods', namespace: NAMESPACE },
+  { verbs: ['create', 'delete'], group: '', resource: 'services', namespace: 'default' },
+  {
+    verbs: ['create', 'update'],
+    group: 'discovery.k8s.io',
+    resource: 'endpointslices',
+    namespace: 'default',
+  },
+];

@@ -115,6 +115,13 @@ export class MemoryControllerCluster implements ControllerCluster {
     return this.claims.get(`${namespace}/${name}`);
   }
 
+  /** allowedTopologies node names of a claim's class, `namespace/name` → nodes. */
+  readonly claimNodes = new Map<string, string[]>();
+
+  async allowedNodesOfClaim(namespace: string, name: string): Promise<string[] | undefined> {
+    return this.claimNodes.get(`${namespace}/${name}`);
+  }
+
   async podsUsingVolume(): Promise<PodUse[] | undefined> {
     return this.pods && structuredClone(this.pods);
   }

@@ -134,3 +134,24 @@ export async function podProcesses(
   }
   return pids;
 }
+
+/**
+ * The warnings and errors Tandem's data-plane pods logged (pino levels 40 and up), each line
+ * prefixed with its pod: what a failed data check prints so the cause is in the test's output.
+ * Includes the previous container's log of pods that restarted (a SIGKILLed data plane).
+ */
+export async function dataPlaneWarnings(env: TandemCluster): Promise<string[]> {
+  const lines: string[] = [];
+  for (const { name } of await tandemPods(env, 'dataplane')) {
+    for (const previous of [true, false]) {
+      const log = await env
+        .kubectl('-n', 'tandem-system', 'logs', name, ...(previous ? ['--previous'] : []))
+        .catch(() => '');
+      for (const line of log.split('\n')) {
+        const level = Number(line.match(/"level":(\d+)/)?.[1] ?? 0);
+        if (level >= 40) lines.push(`${name}${previous ? ' (previous)' : ''}: ${line}`);
+      }
+    }
+  }
+  return lines;
+}

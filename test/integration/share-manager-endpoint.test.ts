@@ -91,16 +91,17 @@ test("the share manager's Pod and Service pass the apiserver's validation", asyn
   const pod = shareManagerPod(
     volumeId,
     {
+      nfsOptions: 'vers=4.1,noresvport,softerr,timeo=600,retrans=5',
+      fastFailover: true,
       nodeSelector: { role: 'nfs' },
       tolerations: [{ key: 'dedicated', operator: 'Equal', value: 'nfs', effect: 'NoSchedule' }],
-      topology: [{ segments: { 'topology.csi.tandem.dev/node': 'node-2' } }],
+      nodes: ['node-2'],
     },
     {
       namespace,
       image: 'tandem:0.1.0',
       serviceAccountName: 'default',
       fsType: 'ext4',
-      fastFailover: true,
       defaults: { nodeSelector: {}, tolerations: [] },
     },
   );

@@ -1,0 +1,156 @@
+/**
+ * Carries out decideShare for every ReadWriteMany Filesystem volume: the leading controller runs
+ * it on every Volume change and on a short resync (a dead share manager is noticed by its
+ * heartbeat, which changes nothing the Volume informer sees). Every step is derived from the
+ * cluster's objects, so a controller that takes over mid-way continues where its predecessor
+ * stopped; only which Events were already sent lives in memory (a new leader may repeat one).
+ *
+ * Moving the engine takes as long as an engine start (seconds): it runs beside the loop, one per
+ * volume, so one slow node does not hold up every other volume's failover.
+ */
+import type { Volume } from '../../lib/api/volume.js';
+import { errorMessage } from '../../lib/errors.js';
+import type { Logger } from '../../lib/log.js';
+import { isAlive, type NodeRegistrationRecord } from '../dataplane/node-registration.js';
+import type { ControllerCluster } from './cluster.js';
+import type { ShareCluster } from './share-cluster.js';
+import { moveShareEngine } from './share-engine.js';
+import { decideShare, type ShareAction } from './share-manager-decide.js';
+import {
+  type ShareManagerPodOptions,
+  shareManagerPod,
+  shareManagerService,
+} from './share-manager-objects.js';
+import { type EventSink, eventSubject } from './volume-events.js';
+
+export interface ShareReconcilerOptions {
+  cluster: ControllerCluster;
+  shares: ShareCluster;
+  events: EventSink;
+  log: Logger;
+  pod: Omit<ShareManagerPodOptions, 'fsType'>;
+  engineWaitMs?: number;
+  now?: () => number;
+}
+
+export const servesShare = (volume: Volume): boolean => volume.spec.share !== undefined;
+
+export class ShareReconciler {
+  readonly #options: ShareReconcilerOptions;
+  /** volume → the Event last sent for it (reason and Pod UID or message), so none repeats. */
+  readonly #sent = new Map<string, string>();
+  readonly #moving = new Map<string, Promise<void>>();
+
+  constructor(options: ShareReconcilerOptions) {
+    this.#options = options;
+  }
+
+  /** Reconciles every share volume; one volume's failure is logged and does not stop the others. */
+  async reconcileAll(volumes: readonly Volume[]): Promise<void> {
+    const shared = volumes.filter(servesShare);
+    if (shared.length === 0) return;
+    const nodes = await this.#options.cluster.listNodes();
+    await Promise.all(
+      shared.map((volume) =>
+        this.reconcile(volume, nodes).catch((err: unknown) =>
+          this.#options.log.warn(
+            { volume: volume.metadata.name, err: errorMessage(err) },
+            'share manager reconcile failed; retried on the next pass',
+          ),
+        ),
+      ),
+    );
+  }
+
+  async reconcile(volume: Volume, nodes: readonly NodeRegistrationRecord[]): Promise<void> {
+    const { shares } = this.#options;
+    const id = volume.metadata.name;
+    const objects = await shares.readShare(id);
+    const nowMs = this.#options.now?.() ?? Date.now();
+    const actions = decideShare({
+      volumeId: id,
+      deleting: volume.metadata.deletionTimestamp !== undefined,
+      engineNodes: (volume.spec.engines ?? []).map((e) => e.node),
+      ...(objects.pod ? { pod: objects.pod } : {}),
+      ...(objects.heartbeat ? { heartbeat: objects.heartbeat } : {}),
+      advertised: objects.advertised,
+      serviceExists: objects.service !== undefined,
+      nowMs,
+      nodeAlive: (node) => nodes.some((n) => n.node === node && isAlive(n, nowMs)),
+    });
+    for (const action of actions) await this.#carryOut(volume, action, objects.pod?.uid);
+    // Serving: the Pod runs on its engine's node and advertises itself.
+    const pod = objects.pod;
+    if (pod?.phase === 'Running' && objects.advertised.length > 0 && actions.length === 0)
+      this.#once(volume, 'ShareManagerStarted', pod.uid, {
+        type: 'Normal',
+        message: `share manager ${pod.name} serves volume ${id} from node ${pod.nodeName} (Service address ${objects.service?.clusterIP ?? 'pending'})`,
+      });
+  }
+
+  async #carryOut(volume: Volume, action: ShareAction, podUid: string | undefined): Promise<void> {
+    const { shares, log } = this.#options;
+    const id = volume.metadata.name;
+    const share = volume.spec.share;
+    if (share === undefined) return;
+    switch (action.kind) {
+      case 'createService':
+        await shares.createService(shareManagerService(id, this.#options.pod.namespace));
+        return;
+      case 'createPod':
+        await shares.createPod(
+          shareManagerPod(id, share, { ...this.#options.pod, fsType: volume.spec.fsType ?? 'ext4' }),
+        );
+        log.info({ volume: id }, 'share manager Pod created');
+        return;
+      case 'deletePod':
+        if (podUid === undefined) return;
+        await shares.deletePod(id, podUid, action.force);
+        log.warn({ volume: id, reason: action.reason, force: action.force }, 'share manager Pod deleted');
+        return;
+      case 'clearEndpoints':
+        await shares.clearEndpoints(id);
+        return;
+      case 'moveEngine':
+        this.#moveEngine(id, action.to);
+        return;
+      case 'releaseEngine':
+      case 'deleteAll':
+        // Deletion is DeleteVolume's (it waits for the engine to stop); nothing to start here.
+        return;
+      case 'event':
+        this.#once(volume, action.reason, `${podUid ?? ''}\0${action.message}`, action);
+        return;
+    }
+  }
+
+  #moveEngine(id: string, to: string): void {
+    if (this.#moving.has(id)) return;
+    const { cluster, log } = this.#options;
+    const move = moveShareEngine(cluster, id, to, log, this.#options.engineWaitMs)
+      .then(() => log.info({ volume: id, node: to }, 'share engine moved'))
+      .catch((err: unknown) =>
+        log.warn({ volume: id, node: to, err: errorMessage(err) }, 'moving the share engine failed; retried'),
+      )
+      .finally(() => this.#moving.delete(id));
+    this.#moving.set(id, move);
+  }
+
+  #once(
+    volume: Volume,
+    reason: string,
+    key: string,
+    event: { type: 'Normal' | 'Warning'; message: string },
+  ): void {
+    const id = volume.metadata.name;
+    const mark = `${reason}\0${key}`;
+    if (this.#sent.get(id) === mark) return;
+    this.#sent.set(id, mark);
+    this.#options.events.record(eventSubject(volume), { type: event.type, reason, message: event.message });
+  }
+
+  /** Waits for engine moves in flight (shutdown, tests). */
+  async settled(): Promise<void> {
+    await Promise.all(this.#moving.values());
+  }
+}
