@@ -8,14 +8,11 @@
  */
 import type { Volume } from '../../lib/api/volume.js';
 import { failedPrecondition, unavailable } from '../csi/errors.js';
+import { NFS_OPTIONS_KEY, NFS_SERVER_KEY } from '../csi/publish-context.js';
 import type { RpcContext } from '../csi/rpc.js';
 import { type ControllerCluster, updateVolume } from './cluster.js';
 import { waitForEngineGone } from './engine-wait.js';
 import type { ShareCluster } from './share-cluster.js';
-
-/** publish_context keys NodeStageVolume reads. */
-export const NFS_SERVER_KEY = 'nfsServer';
-export const NFS_OPTIONS_KEY = 'nfsOptions';
 
 export interface SharePublishDeps {
   cluster: ControllerCluster;

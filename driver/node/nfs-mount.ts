@@ -5,9 +5,7 @@
  * tried as asked, and only when the kernel refuses the options is it tried once more with `soft`
  * in place of `softerr` — which succeeding proves softerr was the one the kernel lacked. Any other
  * refusal is reported in the mount's own words, so the user sees what to fix in the class.
- *
- * Not wired into NodeStageVolume yet: ControllerPublishVolume does not return the server of an
- * RWX volume until the controller places share managers (docs/rwx-nfs.md).
+ * NodeStageVolume of an RWX Filesystem volume calls it (stage-nfs.ts).
  */
 import { mkdir } from 'node:fs/promises';
 import { isIP } from 'node:net';

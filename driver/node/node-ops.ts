@@ -7,6 +7,7 @@
  * Nothing here is kept in memory: every answer is read from the machine (mountinfo, losetup,
  * sysfs, the attachment state directory), so a restarted plugin sees what its predecessor left.
  */
+
 import { existsSync } from 'node:fs';
 import { readFile, realpath, rm, rmdir, stat, statfs } from 'node:fs/promises';
 import { connect } from 'node:net';
@@ -29,6 +30,7 @@ import {
   splitDeviceNumber,
   unmount,
 } from './mounts.js';
+import { mountNfs, type NfsMountResult } from './nfs-mount.js';
 
 export type Frontend = 'auto' | 'kernel-nbd' | 'nbdfuse';
 
@@ -78,6 +80,8 @@ export interface NodeOps {
     readOnly: boolean,
   ): Promise<void>;
   bindMount(source: string, target: string, readOnly: boolean): Promise<void>;
+  /** `<server>:/` over NFSv4 at `target` (nfs-mount.ts: softerr falls back to soft where refused). */
+  mountNfs(server: string, target: string, options: string): Promise<NfsMountResult>;
   unmount(target: string): Promise<void>;
   mounts(): Promise<MountEntry[]>;
   /** What `path` is (following symlinks and mounts), undefined when it does not exist. */
@@ -221,6 +225,7 @@ export function systemOps(options: SystemOpsOptions): NodeOps {
     mount: (device, target, fsType, flags, readOnly) =>
       mount(device, target, fsType, flags, readOnly, { runner }),
     bindMount: (source, target, readOnly) => bindMount(source, target, readOnly, { runner }),
+    mountNfs: (server, target, options) => mountNfs(server, target, options, { runner }),
     unmount: (target) => unmount(target, { runner }),
     mounts: () => readMountInfo(),
     pathKind: async (path) => {

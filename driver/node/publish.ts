@@ -21,6 +21,7 @@ import {
   requireVolumeId,
 } from './requests.js';
 import { deviceMountAt, readStageRecord } from './stage.js';
+import { publishNfs } from './stage-nfs.js';
 
 export interface NodePublishVolumeRequest {
   volume_id: string;
@@ -58,6 +59,12 @@ export async function nodePublishVolume(
   const record = isTandemVolumeId(volumeId) ? await readStageRecord(env.stateDir, volumeId) : undefined;
   if (record === undefined || record.stagingTargetPath !== stagingTargetPath)
     throw failedPrecondition(notStaged);
+  if (record.accessType === 'nfs') {
+    if (capability.volumeMode === 'Block')
+      throw failedPrecondition(`volume ${volumeId} is staged as an NFS export; it has no block access`);
+    await publishNfs(env, record, targetPath, readOnly, context);
+    return {};
+  }
   const accessType = capability.volumeMode === 'Block' ? 'block' : 'mount';
   if (record.accessType !== accessType)
     throw failedPrecondition(

@@ -11,7 +11,7 @@ import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { CsiVolumeCapability } from '../controller/capabilities.js';
-import { alreadyExists, failedPrecondition, notFound, unavailable } from '../csi/errors.js';
+import { alreadyExists, failedPrecondition, invalidArgument, notFound, unavailable } from '../csi/errors.js';
 import { engineSocketPath } from '../csi/node-topology.js';
 import type { RpcContext } from '../csi/rpc.js';
 import { growIfDeviceLarger } from './expand.js';
@@ -26,6 +26,7 @@ import {
   requireVolumeId,
   resolveFsType,
 } from './requests.js';
+import { nfsPublishedTargets, nfsTarget, stageNfs } from './stage-nfs.js';
 
 export interface NodeStageVolumeRequest {
   volume_id: string;
@@ -45,9 +46,12 @@ export interface NodeUnstageVolumeRequest {
 export interface StageRecord {
   volumeId: string;
   stagingTargetPath: string;
-  accessType: 'mount' | 'block';
+  /** nfs: a ReadWriteMany Filesystem volume, its share manager's export mounted. */
+  accessType: 'mount' | 'block' | 'nfs';
   /** Mount access only. */
   fsType?: FsType;
+  /** NFS only: the Service address and the mount options ControllerPublishVolume gave. */
+  nfs?: { server: string; options: string };
   mountFlags: string[];
   readOnly: boolean;
 }
@@ -69,7 +73,7 @@ export async function readStageRecord(stateDir: string, volumeId: string): Promi
 }
 
 /** Written to a temporary file and renamed: a crash leaves the old record or the new one. */
-async function writeStageRecord(stateDir: string, record: StageRecord): Promise<void> {
+export async function writeStageRecord(stateDir: string, record: StageRecord): Promise<void> {
   await mkdir(stagedDir(stateDir), { recursive: true, mode: 0o700 });
   const path = recordPath(stateDir, record.volumeId);
   await writeFile(`${path}.tmp`, `${JSON.stringify(record, null, 2)}\n`, { mode: 0o600 });
@@ -83,6 +87,8 @@ function sameStage(a: StageRecord, b: StageRecord): boolean {
     a.accessType === b.accessType &&
     a.fsType === b.fsType &&
     a.readOnly === b.readOnly &&
+    a.nfs?.server === b.nfs?.server &&
+    a.nfs?.options === b.nfs?.options &&
     flags(a) === flags(b)
   );
 }
@@ -91,7 +97,9 @@ function describe(record: StageRecord): string {
   const access =
     record.accessType === 'block'
       ? 'block access'
-      : `mount access (${record.fsType}${record.mountFlags.length > 0 ? `, flags ${record.mountFlags.join(',')}` : ''})`;
+      : record.accessType === 'nfs'
+        ? `the NFS export of ${record.nfs?.server} (${record.nfs?.options})`
+        : `mount access (${record.fsType}${record.mountFlags.length > 0 ? `, flags ${record.mountFlags.join(',')}` : ''})`;
   return `${access}${record.readOnly ? ', read-only' : ''} at ${record.stagingTargetPath}`;
 }
 
@@ -134,11 +142,17 @@ export async function nodeStageVolume(
   const stagingTargetPath = requireAbsolutePath('staging_target_path', request.staging_target_path);
   const capability = requireCapability(request.volume_capability);
   const mountAccess = capability.volumeMode === 'Filesystem';
+  const nfs = nfsTarget(request.publish_context);
+  if (nfs !== undefined && !mountAccess)
+    throw invalidArgument(`volume ${volumeId} is served over NFS: it has mount access only, not block`);
   const wanted: StageRecord = {
     volumeId,
     stagingTargetPath,
-    accessType: mountAccess ? 'mount' : 'block',
-    ...(mountAccess ? { fsType: resolveFsType(capability.fsType, request.volume_context ?? {}) } : {}),
+    accessType: nfs ? 'nfs' : mountAccess ? 'mount' : 'block',
+    ...(mountAccess && !nfs
+      ? { fsType: resolveFsType(capability.fsType, request.volume_context ?? {}) }
+      : {}),
+    ...(nfs ? { nfs } : {}),
     mountFlags: mountAccess ? [...(request.volume_capability?.mount?.mount_flags ?? [])] : [],
     readOnly: readerOnly(capability.mode),
   };
@@ -149,6 +163,11 @@ export async function nodeStageVolume(
     throw alreadyExists(
       `volume ${volumeId} is staged on this node with ${describe(existing)}; it cannot also be staged with ${describe(wanted)}`,
     );
+  if (wanted.nfs !== undefined) {
+    await stageNfs(env, { ...wanted, nfs: wanted.nfs }, context);
+    await writeStageRecord(env.stateDir, wanted);
+    return {};
+  }
   if (existing !== undefined) {
     // Already complete? Then nothing to do (and no need for the engine to answer right now).
     const device = await env.ops.attachedDevice(volumeId);
@@ -197,6 +216,14 @@ export async function nodeUnstageVolume(
   const stagingTargetPath = requireAbsolutePath('staging_target_path', request.staging_target_path);
   if (!isTandemVolumeId(volumeId)) return {}; // never staged here: nothing to undo
 
+  const record = await readStageRecord(env.stateDir, volumeId);
+  if (record?.accessType === 'nfs') {
+    const users = await nfsPublishedTargets(env, record);
+    if (users.length > 0)
+      throw failedPrecondition(
+        `volume ${volumeId} is still published at ${users.join(', ')}; NodeUnpublishVolume comes first`,
+      );
+  }
   const device = await env.ops.attachedDevice(volumeId);
   if (device !== undefined) {
     const users = await publishedTargets(env, device, stagingTargetPath);

@@ -176,6 +176,28 @@ export class FakeNodeOps implements NodeOps {
     this.paths.set(target, 'block-device');
   }
 
+  /** What `mountNfs` answers when set: the mount fails with it (the server cannot be reached, options refused). */
+  nfsFailure: Error | undefined;
+
+  async mountNfs(server: string, target: string, options: string) {
+    this.calls.push(`mount nfs4 ${server}:/ ${target} ${options}`);
+    if (this.nfsFailure) throw this.nfsFailure;
+    const existing = this.top(target);
+    if (existing === undefined)
+      this.mountTable.push(
+        this.entry({
+          mountPoint: target,
+          major: 0,
+          minor: 90,
+          fsType: 'nfs4',
+          source: `${server}:/`,
+          options: ['rw', ...options.split(',')],
+        }),
+      );
+    this.paths.set(target, 'directory');
+    return { options, softerrReplaced: false };
+  }
+
   async unmount(target: string) {
     if (!this.top(target)) return;
     this.calls.push(`umount ${target}`);
