@@ -18,6 +18,8 @@ import type {
   V1Container,
   V1CSIDriver,
   V1Deployment,
+  V1PersistentVolumeClaim,
+  V1Pod,
   V1PodDisruptionBudget,
   V1StorageClass,
 } from '@kubernetes/client-node';
@@ -453,6 +455,35 @@ describe('manifests/examples StorageClasses', () => {
       if (parsed.ok) expect(parsed.value.migratable).toBe(name === 'tandem-migratable');
     },
   );
+});
+
+describe('manifests/examples: the shared (RWX over NFS) class and its demo', () => {
+  const shared = named(ofKind<V1StorageClass>(exampleObjects, 'StorageClass'), 'tandem-shared');
+
+  it('tandem-shared is a valid class with fast failover, not migratable', () => {
+    expect(shared.provisioner).toBe(CSI_DRIVER_NAME);
+    const parsed = parseStorageClassParameters(shared.parameters);
+    expect(parsed).toMatchObject({ ok: true, value: { migratable: false, fastFailover: true } });
+  });
+
+  it('the date demo claims ReadWriteMany Filesystem of that class, and both pods mount it', () => {
+    const claim = named(
+      ofKind<V1PersistentVolumeClaim>(exampleObjects, 'PersistentVolumeClaim'),
+      'shared-dates',
+    );
+    expect(claim?.spec).toMatchObject({
+      storageClassName: 'tandem-shared',
+      accessModes: ['ReadWriteMany'],
+      volumeMode: 'Filesystem',
+    });
+    const pods = ofKind<V1Pod>(exampleObjects, 'Pod').filter(
+      (p) => p.metadata?.labels?.app === 'rwx-date-demo',
+    );
+    expect(pods.map((p) => p.spec?.volumes?.[0]?.persistentVolumeClaim?.claimName)).toEqual([
+      claim?.metadata?.name,
+      claim?.metadata?.name,
+    ]);
+  });
 });
 
 describe('manifests/migrator', () => {
