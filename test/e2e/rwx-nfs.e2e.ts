@@ -1,0 +1,216 @@
+/**
+ * ReadWriteMany file volumes on real nodes: a claim of an NFS class is provisioned by
+ * csi-provisioner, the leading controller starts its share manager as a Pod in tandem-system
+ * (scheduled by kube-scheduler where the class allows, run by the kubelet from Tandem's image:
+ * nbdfuse + loop over the engine, ext4, NFS-Ganesha), and clients reach it through its Service's
+ * cluster IP and the node's kube-proxy rules. Then the share manager is SIGKILLed and replaced.
+ *
+ * What is played, and why: these machines have no kernel NFS client, so no pod can mount the
+ * claim (the node plugin's mount step is unit-tested, driver/node/stage-nfs.test.ts). The clients
+ * are Tandem's own NFSv4.1 client (lib/nfs4), each run as a process in one node's network
+ * namespace (test/harness/nfs-probe.mts), which is where a kernel client's mount would connect from.
+ */
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { claim, namespace } from '../../lab/workloads.js';
+import { packageRoot } from '../../lib/paths.js';
+import { waitFor } from '../../lib/readiness.js';
+import { startTandemCluster, type TandemCluster } from '../harness/real-cluster.js';
+import { podProcesses } from '../harness/vm-checks.js';
+
+const NS = 'rwx';
+const CLASS = 'tandem-shared-e2e';
+let env: TandemCluster;
+let volume = '';
+let server = '';
+
+interface ProbeResult {
+  ok: boolean;
+  ms: number;
+  data?: string;
+  error?: string;
+}
+
+/** One NFS client step from inside node `node`'s network namespace. */
+function probe(node: string, step: Record<string, unknown>): Promise<ProbeResult> {
+  const realNode = env.cluster.nodes.find((n) => n.name === node);
+  if (realNode === undefined) throw new Error(`no node ${node}`);
+  return new Promise((resolve, reject) => {
+    const child = spawn(
+      'nsenter',
+      [
+        `--net=/run/netns/${realNode.node.netns}`,
+        '--',
+        process.execPath,
+        '--import',
+        'tsx',
+        join(packageRoot(), 'test', 'harness', 'nfs-probe.mts'),
+        JSON.stringify({ host: server, port: 2049, ...step }),
+      ],
+      { cwd: packageRoot(), stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
+    child.stderr.on('data', (d: Buffer) => {
+      err += d.toString();
+    });
+    const timer = setTimeout(() => child.kill('SIGKILL'), 150_000);
+    child.on('error', reject);
+    child.on('exit', () => {
+      clearTimeout(timer);
+      const line = out.trim().split('\n').at(-1) ?? '';
+      try {
+        resolve(JSON.parse(line) as ProbeResult);
+      } catch {
+        reject(new Error(`nfs-probe printed no result: ${out} ${err}`));
+      }
+    });
+  });
+}
+
+const shareManager = () => `share-manager-${volume}`;
+
+async function shareManagerPod(): Promise<{ uid: string; node: string; phase: string } | undefined> {
+  const out = await env
+    .kubectl(
+      '-n',
+      'tandem-system',
+      'get',
+      'pod',
+      shareManager(),
+      '-o',
+      'jsonpath={.metadata.uid} {.spec.nodeName} {.status.phase} {.metadata.deletionTimestamp}',
+    )
+    .catch(() => '');
+  const [uid, node, phase, deleting] = out.trim().split(' ');
+  if (!uid || !node || deleting) return undefined;
+  return { uid, node, phase: phase ?? '' };
+}
+
+async function servedBy(notUid?: string): Promise<{ uid: string; node: string }> {
+  let found: { uid: string; node: string } | undefined;
+  await waitFor(
+    `the share manager of ${volume} serving${notUid ? ' (a new one)' : ''}`,
+    async () => {
+      const pod = await shareManagerPod();
+      if (pod === undefined || pod.phase !== 'Running' || pod.uid === notUid) return false;
+      const ready = await env.kubectl(
+        '-n',
+        'tandem-system',
+        'get',
+        'endpointslice',
+        shareManager(),
+        '-o',
+        'jsonpath={.endpoints[*].addresses[0]}',
+      );
+      if (ready.trim() === '') return false;
+      found = pod;
+      return true;
+    },
+    240_000,
+  );
+  return found as { uid: string; node: string };
+}
+
+beforeAll(async () => {
+  env = await startTandemCluster(3);
+  await env.apply(namespace(NS), {
+    apiVersion: 'storage.k8s.io/v1',
+    kind: 'StorageClass',
+    metadata: { name: CLASS },
+    provisioner: 'csi.tandem.dev',
+    parameters: { numberOfReplicas: '2', fastFailover: 'true' },
+    // node-1 never hosts the share manager; its clients are the other side of the Service.
+    allowedTopologies: [
+      { matchLabelExpressions: [{ key: 'topology.csi.tandem.dev/node', values: ['node-2', 'node-3'] }] },
+    ],
+    reclaimPolicy: 'Delete',
+    volumeBindingMode: 'Immediate',
+  });
+  await env.apply(
+    claim(NS, 'shared', { storageClass: CLASS, accessModes: ['ReadWriteMany'], size: '128Mi' }),
+  );
+  await waitFor(
+    'the shared claim bound',
+    async () =>
+      (await env.kubectl('-n', NS, 'get', 'pvc', 'shared', '-o', 'jsonpath={.status.phase}')) === 'Bound',
+    120_000,
+  );
+  volume = (await env.kubectl('-n', NS, 'get', 'pvc', 'shared', '-o', 'jsonpath={.spec.volumeName}')).trim();
+}, 900_000);
+
+afterAll(async () => {
+  await env?.kubectl('-n', NS, 'delete', 'pvc', 'shared', '--wait=true', '--timeout=120s').catch(() => '');
+  const problems = (await env?.stop()) ?? [];
+  expect(problems).toEqual([]);
+}, 300_000);
+
+describe('an RWX claim served over NFS on real nodes', () => {
+  it('a share manager Pod serves it where the class allows; clients on two nodes share a date file through the Service', async () => {
+    const first = await servedBy();
+    expect(['node-2', 'node-3']).toContain(first.node);
+    server = (
+      await env.kubectl(
+        '-n',
+        'tandem-system',
+        'get',
+        'service',
+        shareManager(),
+        '-o',
+        'jsonpath={.spec.clusterIP}',
+      )
+    ).trim();
+    expect(server).not.toBe('');
+    const date = `${new Date().toISOString()}\n`;
+    const written = await probe('node-1', {
+      ownerId: 'node-1-writer',
+      op: 'write',
+      path: '/date.txt',
+      data: Buffer.from(date).toString('base64'),
+      graceMs: 60_000,
+    });
+    expect(written).toMatchObject({ ok: true });
+    const reader = first.node === 'node-2' ? 'node-3' : 'node-2';
+    const read = await probe(reader, {
+      ownerId: `${reader}-reader`,
+      op: 'read',
+      path: '/date.txt',
+      graceMs: 60_000,
+    });
+    expect(read).toMatchObject({ ok: true });
+    expect(Buffer.from(read.data ?? '', 'base64').toString()).toBe(date);
+    expect((await env.events(NS, 'shared')).join('\n')).toMatch(/ShareManagerStarted/);
+  }, 400_000);
+
+  it('a SIGKILLed share manager is replaced; the file is read back through the same Service address', async () => {
+    const before = await servedBy();
+    const pids = await podProcesses(env, 'tandem-system', shareManager(), 'node');
+    expect(pids.length).toBeGreaterThan(0);
+    const killedAt = Date.now();
+    for (const pid of pids) process.kill(pid, 'SIGKILL');
+    const after = await servedBy(before.uid);
+    expect(['node-2', 'node-3']).toContain(after.node);
+    let read: ProbeResult | undefined;
+    await waitFor(
+      'the file read back after the failover',
+      async () => {
+        read = await probe('node-1', {
+          ownerId: 'node-1-after',
+          op: 'read',
+          path: '/date.txt',
+          graceMs: 60_000,
+        });
+        return read.ok;
+      },
+      180_000,
+    );
+    console.log(
+      `share manager failover: ${before.node} → ${after.node}, first successful read ${Date.now() - killedAt} ms after the kill`,
+    );
+    expect(Buffer.from(read?.data ?? '', 'base64').toString()).toMatch(/^\d{4}-\d\d-\d\dT/);
+    expect((await env.events(NS, 'shared')).join('\n')).toMatch(/ShareManagerFailedOver/);
+  }, 400_000);
+});
