@@ -1,4 +1,5 @@
-import { Command, Option } from '@commander-js/extra-typings';
+import { Command, InvalidArgumentError, Option } from '@commander-js/extra-typings';
+import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
 import { KubeControllerCluster } from '../../driver/controller/cluster.js';
 import { runLeaderDuties } from '../../driver/controller/leader-duties.js';
 import { controllerHandlers } from '../../driver/controller/service.js';
@@ -52,9 +53,16 @@ export function controllerCommand() {
         .env('TANDEM_NODE_CHECK_INTERVAL'),
     )
     .addOption(
-      new Option('--share-manager-image <image>', 'image of the share-manager Pods of RWX Filesystem volumes')
-        .default('tandem:0.1.0')
-        .env('TANDEM_SHARE_MANAGER_IMAGE'),
+      new Option(
+        '--share-manager-image <image>',
+        "image of the share-manager Pods of RWX Filesystem volumes (default: the controller's own image and pull policy, read from its Pod, so an image override of the install applies to them too)",
+      ).env('TANDEM_SHARE_MANAGER_IMAGE'),
+    )
+    .addOption(
+      new Option(
+        '--pod-name <name>',
+        "this controller's Pod, whose image and pull policy the share managers get unless --share-manager-image is given",
+      ).env('POD_NAME'),
     )
     .addOption(
       new Option('--share-manager-service-account <name>', "the share-manager Pods' ServiceAccount")
@@ -95,6 +103,10 @@ export function controllerCommand() {
       const kc = loadKubeConfig(options.kubeconfig);
       const cluster = new KubeControllerCluster(kc, options.namespace);
       const shares = new KubeShareCluster(kc, options.namespace);
+      const shareImage =
+        options.shareManagerImage === undefined
+          ? await ownImage(kc, options.namespace, options.podName, 'controller')
+          : { image: options.shareManagerImage };
       const events = new EventRecorder({ kc, log });
       const services = csiServices();
       // Ready when the API answers the reads every call starts with.
@@ -157,7 +169,7 @@ export function controllerCommand() {
                   engineWaitMs: options.engineWait,
                   pod: {
                     namespace: options.namespace,
-                    image: options.shareManagerImage,
+                    ...shareImage,
                     serviceAccountName: options.shareManagerServiceAccount,
                     defaults: {
                       nodeSelector: options.shareManagerNodeSelector,
@@ -182,4 +194,24 @@ export function controllerCommand() {
       // A lost Lease ends the process (like client-go's controllers): the restarted pod campaigns afresh.
       if (end === 'leadership lost') process.exitCode = 1;
     });
+}
+
+/**
+ * The image and pull policy of this Pod's `container`: what share managers run, so whatever
+ * changed the install's image (kustomize, a mirror, a digest pin) changes theirs too.
+ */
+async function ownImage(
+  kc: KubeConfig,
+  namespace: string,
+  podName: string | undefined,
+  container: string,
+): Promise<{ image: string; imagePullPolicy?: string }> {
+  if (!podName)
+    throw new InvalidArgumentError(
+      'give --share-manager-image, or --pod-name (POD_NAME) of the Pod the controller runs in, whose image it then uses',
+    );
+  const pod = await kc.makeApiClient(CoreV1Api).readNamespacedPod({ name: podName, namespace });
+  const own = pod.spec?.containers.find((c) => c.name === container);
+  if (!own?.image) throw new Error(`Pod ${namespace}/${podName} has no container ${container} with an image`);
+  return { image: own.image, ...(own.imagePullPolicy ? { imagePullPolicy: own.imagePullPolicy } : {}) };
 }

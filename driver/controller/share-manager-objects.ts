@@ -26,6 +26,8 @@ import { NFS_PORT } from '../share-manager/share-manager.js';
 export interface ShareManagerPodOptions {
   namespace: string;
   image: string;
+  /** The controller's own (the lab's images are never pulled); IfNotPresent when not given. */
+  imagePullPolicy?: string;
   serviceAccountName: string;
   fsType: 'ext4' | 'xfs';
   /** Cluster-wide defaults from the controller's flags, merged under the class's own. */
@@ -102,7 +104,7 @@ export function shareManagerPod(volumeId: string, share: ShareSpec, options: Sha
         {
           name: 'share-manager',
           image: options.image,
-          imagePullPolicy: 'IfNotPresent',
+          imagePullPolicy: options.imagePullPolicy ?? 'IfNotPresent',
           args: [
             'share-manager',
             '--volume',

@@ -108,6 +108,9 @@ export class CsiStack {
       `127.0.0.1:${await freePort()}`,
       '--log-level',
       'debug',
+      // Not a Pod: nothing to read its own image from (no kubelet here runs share managers anyway).
+      '--share-manager-image',
+      'tandem:0.1.0',
       ...(this.#options.controllerArgs ?? []),
     ]);
     await waitFor(

@@ -13,6 +13,7 @@ export const FIELD_VALUES: Record<string, string> = {
   'spec.nodeName': 'node-a',
   'status.hostIP': '10.0.0.7',
   'metadata.namespace': NAMESPACE,
+  'metadata.name': 'tandem-controller-abc12',
 };
 
 export function containerEnv(c: V1Container): Record<string, string> {
