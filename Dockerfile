@@ -29,7 +29,8 @@ RUN npx tsc -p tsconfig.build.json \
 FROM node:22-bookworm-slim
 # The node-side tools the components call: nbd-client (kernel NBD), nbdfuse and
 # fuse3 (where the kernel has no NBD), mkfs/fsck for ext4 and xfs, mount and
-# losetup (util-linux), NFS-Ganesha with its VFS backend for the share manager.
+# losetup (util-linux), NFS-Ganesha with its VFS backend for the share manager
+# (which lists filesystems through setmntent(/etc/mtab): the link images lack).
 # Versions come from the pinned Debian release; pinning each package would
 # block its security updates.
 # hadolint ignore=DL3008
@@ -37,7 +38,8 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       ca-certificates nbd-client nbdfuse fuse3 e2fsprogs xfsprogs util-linux \
       nfs-ganesha nfs-ganesha-vfs iproute2 \
- && rm -rf /var/lib/apt/lists/*
+ && rm -rf /var/lib/apt/lists/* \
+ && ln -sf /proc/self/mounts /etc/mtab
 WORKDIR /opt/tandem
 COPY --from=build /src/package.json ./
 COPY --from=build /src/node_modules ./node_modules

@@ -15,7 +15,7 @@ import { isAlive, type NodeRegistrationRecord } from '../dataplane/node-registra
 import type { ControllerCluster } from './cluster.js';
 import type { ShareCluster } from './share-cluster.js';
 import { moveShareEngine } from './share-engine.js';
-import { decideShare, type ShareAction } from './share-manager-decide.js';
+import { decideShare, type ShareAction, type SharePodState } from './share-manager-decide.js';
 import {
   type ShareManagerPodOptions,
   shareManagerPod,
@@ -33,6 +33,10 @@ export interface ShareReconcilerOptions {
   now?: () => number;
 }
 
+/** First delay after the second failure in a row, doubling up to the maximum (the kubelet's numbers). */
+const CRASH_BACKOFF_MS = 10_000;
+const MAX_CRASH_BACKOFF_MS = 300_000;
+
 export const servesShare = (volume: Volume): boolean => volume.spec.share !== undefined;
 
 export class ShareReconciler {
@@ -40,6 +44,10 @@ export class ShareReconciler {
   /** volume → the Event last sent for it (reason and Pod UID or message), so none repeats. */
   readonly #sent = new Map<string, string>();
   readonly #moving = new Map<string, Promise<void>>();
+  /** volume → share managers in a row that ended without ever serving, and when the next may start. */
+  readonly #crashes = new Map<string, { count: number; notBeforeMs: number }>();
+  /** Pod UIDs that served (advertised themselves): a crash after serving is a failover, not a loop. */
+  readonly #served = new Set<string>();
 
   constructor(options: ShareReconcilerOptions) {
     this.#options = options;
@@ -78,17 +86,26 @@ export class ShareReconciler {
       nowMs,
       nodeAlive: (node) => nodes.some((n) => n.node === node && isAlive(n, nowMs)),
     });
-    for (const action of actions) await this.#carryOut(volume, action, objects.pod?.uid);
+    for (const action of actions) await this.#carryOut(volume, action, objects.pod, nowMs);
     // Serving: the Pod runs on its engine's node and advertises itself.
     const pod = objects.pod;
-    if (pod?.phase === 'Running' && objects.advertised.length > 0 && actions.length === 0)
+    if (pod?.phase === 'Running' && objects.advertised.length > 0 && actions.length === 0) {
+      this.#served.add(pod.uid);
+      this.#crashes.delete(id);
       this.#once(volume, 'ShareManagerStarted', pod.uid, {
         type: 'Normal',
         message: `share manager ${pod.name} serves volume ${id} from node ${pod.nodeName} (Service address ${objects.service?.clusterIP ?? 'pending'})`,
       });
+    }
   }
 
-  async #carryOut(volume: Volume, action: ShareAction, podUid: string | undefined): Promise<void> {
+  async #carryOut(
+    volume: Volume,
+    action: ShareAction,
+    pod: SharePodState | undefined,
+    nowMs: number,
+  ): Promise<void> {
+    const podUid = pod?.uid;
     const { shares, log } = this.#options;
     const id = volume.metadata.name;
     const share = volume.spec.share;
@@ -97,14 +114,31 @@ export class ShareReconciler {
       case 'createService':
         await shares.createService(shareManagerService(id, this.#options.pod.namespace));
         return;
-      case 'createPod':
+      case 'createPod': {
+        const crashes = this.#crashes.get(id);
+        // Like the kubelet's CrashLoopBackOff: a share manager that keeps failing before it
+        // serves (a broken image, a volume that will not mount) is retried ever more slowly.
+        if (crashes !== undefined && nowMs < crashes.notBeforeMs) return;
         await shares.createPod(
           shareManagerPod(id, share, { ...this.#options.pod, fsType: volume.spec.fsType ?? 'ext4' }),
         );
         log.info({ volume: id }, 'share manager Pod created');
         return;
+      }
       case 'deletePod':
         if (podUid === undefined) return;
+        if (!action.force && !this.#served.has(podUid)) {
+          const count = (this.#crashes.get(id)?.count ?? 0) + 1;
+          const delayMs =
+            count === 1 ? 0 : Math.min(CRASH_BACKOFF_MS * 2 ** (count - 2), MAX_CRASH_BACKOFF_MS);
+          this.#crashes.set(id, { count, notBeforeMs: nowMs + delayMs });
+          if (delayMs > 0)
+            log.warn(
+              { volume: id, failures: count, delayMs },
+              'share manager keeps failing before it serves; backing off',
+            );
+        }
+        this.#served.delete(podUid);
         await shares.deletePod(id, podUid, action.force);
         log.warn({ volume: id, reason: action.reason, force: action.force }, 'share manager Pod deleted');
         return;

@@ -156,7 +156,9 @@ export class RunningGanesha {
     const serious = lines.filter(
       (line) => /:(FATAL|CRIT|MAJ) :/.test(line) && !EXPECTED_COMPLAINTS.test(line),
     );
-    const chosen = (serious.length > 0 ? serious : lines).slice(-4);
+    // The first serious lines name the cause (e.g. the FSAL's own complaint); what follows are
+    // its consequences (the export block that failed). Without any, the log's end says most.
+    const chosen = serious.length > 0 ? serious.slice(0, 5) : lines.slice(-4);
     // Ganesha's prefix is "date : epoch x : host : nfs-ganesha-pid[thread] function :COMPONENT :LEVEL :text".
     return chosen.map((line) => line.replace(/^.*?\] /, '')).join('; ') || 'it logged nothing';
   }

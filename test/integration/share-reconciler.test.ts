@@ -321,7 +321,24 @@ test("a share manager on a lost node is force-deleted and its successor's node g
   await registerNode('node-3');
 }, 60_000);
 
+test('share managers that keep failing before they serve are retried ever more slowly, like CrashLoopBackOff', async () => {
+  await setPodStatus({ phase: 'Failed' });
+  await pass(); // the first failure in a row: replaced at once
+  expect(events.at(-1)?.message).toMatch(/ended \(Failed\)/);
+  await pass();
+  const second = await readPod();
+  expect(second?.metadata?.uid).toBeDefined();
+  await scheduleAndRun('node-2');
+  await setPodStatus({ phase: 'Failed' });
+  await pass(); // the second: its successor waits 10 s
+  await pass();
+  expect(await readPod()).toBeUndefined();
+}, 60_000);
+
 test('DeleteVolume removes the share manager, its Service, slice and Lease, and its engine, then the Volume', async () => {
+  await new Promise((resolve) => setTimeout(resolve, 10_500)); // the back-off above ends
+  await pass();
+  await scheduleAndRun('node-2');
   await deleteVolume({ cluster, shares }, { volume_id: volumeId }, context());
   // The Pod runs (on node-2): it is deleted with its grace period, which its kubelet ends by
   // confirming the deletion once the containers stopped; the test plays that confirmation.
