@@ -7,7 +7,8 @@ import { testKubeConfig, uniqueName } from '../harness/cluster.js';
 /**
  * The apiserver's own validation of every object in manifests/driver and the example
  * StorageClasses (server-side dry run: nothing is stored). The namespaced objects go to a fresh
- * namespace instead of tandem-system, so the shared test cluster is left as it was.
+ * namespace instead of tandem-system and cluster-scoped ones get a suffix, so the shared test
+ * cluster is left as it was and what other tests installed there does not collide.
  */
 describe('manifests/driver on the real kube-apiserver', () => {
   const kc = testKubeConfig();
@@ -27,6 +28,11 @@ describe('manifests/driver on the real kube-apiserver', () => {
       subjects?: { namespace?: string }[];
     };
     if (copy.metadata?.namespace) copy.metadata.namespace = namespace;
+    else if (copy.metadata?.name && copy.kind !== 'CustomResourceDefinition') {
+      // Cluster-scoped objects cannot move to the namespace; other tests on this cluster install
+      // the real ones (the RBAC tests), so the dry run uses names of its own.
+      copy.metadata.name = `${copy.metadata.name}-${namespace}`;
+    }
     for (const subject of copy.subjects ?? []) if (subject.namespace) subject.namespace = namespace;
     return copy;
   };

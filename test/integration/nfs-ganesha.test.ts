@@ -215,7 +215,7 @@ test('a Ganesha that cannot serve says why, in its own words', async () => {
     settings: { ...settings, exportPath: join(root, 'no-such-volume') },
     identity: 'tandem-pvc-test',
   });
-  await expect(missing).rejects.toThrow(/serves no export: .*EXPORT/);
+  await expect(missing).rejects.toThrow(/serves no export: .*no-such-volume/);
   // An address this machine does not have: Ganesha exits with its FATAL line.
   const badAddress = RunningGanesha.start({
     runDir: join(root, 'run-address'),
