@@ -1,8 +1,9 @@
 /**
  * ControllerExpandVolume: raises spec.sizeBytes; the nodes holding replicas grow them and the
  * engines grow their export while running (docs/dataplane.md, "Expansion"), and NodeExpandVolume
- * grows the filesystem. Volumes never shrink; expansion waits while two engines share a volume
- * (DESIGN: nothing changes the replica set during a live migration).
+ * grows the filesystem (for an RWX Filesystem volume its share manager does). Volumes never
+ * shrink; expansion waits while two engines share a volume (DESIGN: nothing changes the replica
+ * set during a live migration).
  */
 import { failedPrecondition, invalidArgument, notFound, outOfRange } from '../csi/errors.js';
 import type { RpcContext } from '../csi/rpc.js';
@@ -66,6 +67,9 @@ export async function controllerExpandVolume(
   context.logger.info({ volume: id, sizeBytes: updated.spec.sizeBytes }, 'expansion requested');
   return {
     capacity_bytes: String(updated.spec.sizeBytes),
-    node_expansion_required: updated.spec.volumeMode === 'Filesystem',
+    // An RWX Filesystem volume's filesystem lives under its share manager, which grows it under
+    // the running export (driver/share-manager/grow.ts); client nodes only hold NFS mounts, so the
+    // kubelet must not call NodeExpandVolume there.
+    node_expansion_required: updated.spec.volumeMode === 'Filesystem' && updated.spec.share === undefined,
   };
 }

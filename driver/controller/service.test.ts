@@ -388,6 +388,23 @@ describe('ControllerExpandVolume and GetCapacity', () => {
     ).toBe('FAILED_PRECONDITION');
   });
 
+  test('an RWX Filesystem volume needs no NodeExpandVolume: its share manager grows the filesystem, clients hold NFS mounts', async () => {
+    const { handlers } = setup();
+    await handlers.CreateVolume(
+      createVolumeRequest({
+        name: 'pvc-rwx',
+        volume_capabilities: [mountCapability('MULTI_NODE_MULTI_WRITER')],
+        parameters: { numberOfReplicas: '2' },
+      }),
+      context(),
+    );
+    const grown = await handlers.ControllerExpandVolume(
+      { volume_id: 'pvc-rwx', capacity_range: { required_bytes: String(2 * GiB) } },
+      context(),
+    );
+    expect(grown).toEqual({ capacity_bytes: String(2 * GiB), node_expansion_required: false });
+  });
+
   test('capacity: the n-th roomiest node bounds one volume; unknown node segments have none', async () => {
     const { cluster, handlers } = setup([]);
     cluster.addNode('a', 10 * GiB);

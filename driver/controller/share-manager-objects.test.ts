@@ -63,6 +63,19 @@ describe('share-manager Pod', () => {
     });
   });
 
+  test("its mounts live in the node's mount namespace too (Bidirectional state folder), so a killed Pod cannot deadlock on its own FUSE", () => {
+    const pod = shareManagerPod('pvc-3', { nfsOptions: 'vers=4.1', fastFailover: false }, options);
+    const container = pod.spec?.containers[0];
+    const state = container?.volumeMounts?.find((m) => m.name === 'state');
+    expect(state).toMatchObject({
+      mountPath: '/var/lib/tandem/share-manager',
+      mountPropagation: 'Bidirectional',
+    });
+    // The kubelet refuses Bidirectional propagation in an unprivileged container.
+    expect(container?.securityContext?.privileged).toBe(true);
+    expect(container?.args?.join(' ')).toMatch(/--state-dir \/var\/lib\/tandem\/share-manager/);
+  });
+
   test('the same toleration from class and defaults appears once', () => {
     const t = { key: 'a', operator: 'Exists' as const, effect: 'NoSchedule' as const };
     expect(mergedTolerations([t], [t])).toEqual([{ key: 'a', operator: 'Exists', effect: 'NoSchedule' }]);

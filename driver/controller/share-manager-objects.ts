@@ -132,8 +132,13 @@ export function shareManagerPod(volumeId: string, share: ShareSpec, options: Sha
           volumeMounts: [
             { name: 'dev', mountPath: '/dev' },
             { name: 'engine-sockets', mountPath: engineSocketDir },
-            // On the host: a successor on this node releases what a killed predecessor left.
-            { name: 'state', mountPath: stateDir },
+            // On the host, and Bidirectional: the FUSE, loop and filesystem mounts the share
+            // manager makes here live in the node's mount namespace too. Were they only in the
+            // Pod's, a SIGKILLed Pod would deadlock: nbdfuse, the last process of that namespace,
+            // would unmount the filesystem on its own FUSE file as it exits and wait forever for
+            // the journal write only it can serve (docs/rwx-nfs.md). The node's copy keeps the
+            // filesystem alive instead, and a successor here releases what the dead one left.
+            { name: 'state', mountPath: stateDir, mountPropagation: 'Bidirectional' },
           ],
           resources: { requests: { cpu: '50m', memory: '128Mi' }, limits: { memory: '1Gi' } },
         },

@@ -14,12 +14,17 @@ import { createHash } from 'node:crypto';
 import { chmod, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../../lib/log.js';
+import { engineSocketPath } from '../csi/node-topology.js';
+import { probeExportSizes } from '../nbd/probe.js';
+import { nodeExpandVolume } from '../node/expand.js';
 import type { FsType } from '../node/filesystem.js';
 import type { Frontend, NodeOps } from '../node/node-ops.js';
 import { nodeEnv } from '../node/service.js';
 import { nodeStageVolume, nodeUnstageVolume } from '../node/stage.js';
 import { DEBIAN_GANESHA_PLUGINS, failoverTimings } from './ganesha-config.js';
 import { RunningGanesha } from './ganesha-process.js';
+import { GrowthWatch } from './grow.js';
+import { releaseDeadShares } from './sweep.js';
 
 export const NFS_PORT = 2049;
 
@@ -52,6 +57,8 @@ export interface ShareManagerOptions {
   /** How long to wait for the engine the controller asked for here. */
   engineWaitMs?: number;
   ganeshaBinary?: string;
+  /** How often the engine is asked whether the volume grew (default 10 s). */
+  growCheckMs?: number;
   /** Replaces the real attach/mount layer (unit tests). */
   ops?: NodeOps;
 }
@@ -112,6 +119,7 @@ export class ShareManager {
   private constructor(
     private readonly options: ShareManagerOptions,
     private readonly ganesha: RunningGanesha,
+    private readonly growth: GrowthWatch,
   ) {}
 
   static async start(options: ShareManagerOptions): Promise<ShareManager> {
@@ -119,23 +127,49 @@ export class ShareManager {
     const layout = shareLayout(options.stateDir, volumeId);
     const env = shareNodeEnv(options);
     const context = { logger, signal: new AbortController().signal };
+    const capability = { mount: { fs_type: options.fsType }, access_mode: { mode: 'SINGLE_NODE_WRITER' } };
     // A share manager that died here left its mount (its Ganesha died with it): start clean, so
     // the device is attached afresh to the engine serving now.
     await releaseShare(options);
+    await releaseDeadShares({
+      stateDir: options.stateDir,
+      ownVolumeId: volumeId,
+      attachmentProblem: (other) =>
+        shareNodeEnv({ ...options, volumeId: other }).ops.attachmentProblem(other),
+      release: (other) => releaseShare({ ...options, volumeId: other }),
+      logger,
+    });
     await nodeStageVolume(
       env,
       {
         volume_id: volumeId,
         staging_target_path: layout.mount,
-        volume_capability: {
-          mount: { fs_type: options.fsType },
-          access_mode: { mode: 'SINGLE_NODE_WRITER' },
-        },
+        volume_capability: capability,
       },
       context,
     );
     let ganesha: RunningGanesha | undefined;
     try {
+      const device = await env.ops.attachedDevice(volumeId);
+      if (device === undefined) throw new Error(`volume ${volumeId} is staged but has no block device`);
+      const growth = new GrowthWatch({
+        volumeId,
+        socketPath: engineSocketPath(options.engineSocketDir, volumeId),
+        attachedBytes: await env.ops.deviceSize(device),
+        intervalMs: options.growCheckMs ?? 10_000,
+        probe: probeExportSizes,
+        grow: async () =>
+          Number(
+            (
+              await nodeExpandVolume(
+                env,
+                { volume_id: volumeId, volume_path: layout.mount, volume_capability: capability },
+                context,
+              )
+            ).capacity_bytes,
+          ),
+        logger,
+      });
       await mkdir(layout.exportPath, { recursive: true });
       await chmod(layout.exportPath, 0o1777);
       await mkdir(layout.recoveryRoot, { recursive: true, mode: 0o700 });
@@ -155,8 +189,9 @@ export class ShareManager {
         },
       });
       logger.info({ volumeId, address: options.bindAddress, pid: ganesha.pid }, 'NFS export serving');
-      const manager = new ShareManager(options, ganesha);
+      const manager = new ShareManager(options, ganesha, growth);
       await options.endpoint?.publish({ address: options.bindAddress, port: options.port ?? NFS_PORT });
+      growth.start();
       return manager;
     } catch (err) {
       // Nothing of a failed start may stay behind: the next share manager may be on another node.
@@ -166,6 +201,11 @@ export class ShareManager {
       );
       throw err;
     }
+  }
+
+  /** Asks the engine now whether the volume grew, and grows the exported filesystem if so. */
+  checkGrowth(): Promise<void> {
+    return this.growth.check();
   }
 
   get ganeshaPid(): number | undefined {
@@ -191,6 +231,7 @@ export class ShareManager {
     await this.options.endpoint
       ?.withdraw()
       .catch((err: unknown) => logger.warn({ err: String(err) }, 'could not withdraw the endpoint'));
+    await this.growth.stop();
     await this.ganesha.stop();
     await releaseShare(this.options);
     logger.info({ volumeId }, 'share manager stopped; volume unmounted and detached');
