@@ -10,7 +10,7 @@
  * the host never sees a node's mounts, and a node's teardown cannot leave one behind.
  */
 import { existsSync } from 'node:fs';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { run } from '../lib/exec.js';
 import { type Logger, silentLogger } from '../lib/log.js';
@@ -57,8 +57,9 @@ const MAX_SOCKET_PATH = 100;
 /**
  * Runs in the new mount namespace before anything else. Mounts copied from the host would pin
  * the host's FUSE, loop and NBD file systems (an nbdfuse-backed volume elsewhere could then never
- * be unstaged), so those copies are dropped first. /var/lib/kubelet is made rshared: containerd
- * refuses Bidirectional mounts (the CSI node plugin's) from a path that is not a shared mount.
+ * be unstaged), so those copies are dropped first. /var/lib/kubelet and /var/lib/tandem are made
+ * rshared, as every path is on a systemd host: containerd refuses Bidirectional mounts (the CSI
+ * node plugin's, the share managers') from a path that is not a shared mount.
  */
 const HOLDER_SCRIPT = `set -e
 awk '{ for (i = 7; i <= NF; i++) if ($i == "-") { print $5, $(i + 1), $(i + 2); break } }' /proc/self/mountinfo |
@@ -69,6 +70,9 @@ mount --bind "$1/var-lib" /var/lib
 mkdir -p /var/lib/kubelet
 mount --bind /var/lib/kubelet /var/lib/kubelet
 mount --make-rshared /var/lib/kubelet
+mkdir -p /var/lib/tandem
+mount --bind /var/lib/tandem /var/lib/tandem
+mount --make-rshared /var/lib/tandem
 mount --bind "$1/var-log" /var/log
 mount -t tmpfs -o mode=0755 tandem-node-run /run
 mkdir -p /run/lock
@@ -265,6 +269,36 @@ export class RealNode {
     });
   }
 
+  /** Loop devices mounted in the node's mount namespace (volumes staged by the node plugin or a share manager). */
+  private async loopDevicesInUse(): Promise<string[]> {
+    const pid = this.holderPid;
+    if (pid === undefined) return [];
+    const mountinfo = await readFile(`/proc/${pid}/mountinfo`, 'utf8').catch(() => '');
+    const loops = new Set<string>();
+    for (const line of mountinfo.split('\n')) {
+      const source = line.split(' - ')[1]?.split(' ')[1];
+      if (source !== undefined && /^\/dev\/loop\d+$/.test(source)) loops.add(source);
+    }
+    return [...loops];
+  }
+
+  /**
+   * Loop devices are the kernel's, not the node's: one whose filesystem was still mounted when the
+   * node's mount namespace ended (a claim left in the lab) stays attached to a FUSE file that is
+   * gone. Those this node used are detached.
+   */
+  private async detachLeftLoops(loops: readonly string[]): Promise<void> {
+    for (const loop of loops) {
+      const attached = await run('losetup', ['--noheadings', '--output', 'NAME', loop], {
+        allowFailure: true,
+        timeoutMs: 10_000,
+      });
+      if (attached.stdout.trim() === '') continue;
+      this.logger.warn({ node: this.node.name, loop }, 'detaching a loop device the node left attached');
+      await run('losetup', ['-d', loop], { allowFailure: true, timeoutMs: 10_000, logger: this.logger });
+    }
+  }
+
   /**
    * Stops kube-proxy, the kubelet and containerd (in that order, each with SIGTERM first), then
    * kills whatever is left in the node's cgroups (shims, containers), which ends the mount
@@ -274,12 +308,14 @@ export class RealNode {
     if (this.stopped) return [];
     this.stopped = true;
     const problems: string[] = [];
+    const loops = await this.loopDevicesInUse();
     for (const service of [...this.services].reverse()) {
       await service.stop().catch((err: unknown) => problems.push(`${service.name}: ${String(err)}`));
     }
     const left = await killNodeProcesses(this.cgroupRoot);
     if (left.length > 0)
       problems.push(`${this.node.name}: processes ${left.map(describeProcess).join(', ')} survived SIGKILL`);
+    await this.detachLeftLoops(loops);
     const cgroups = removeNodeCgroups(this.cgroupRoot);
     if (cgroups.length > 0) problems.push(`${this.node.name}: cgroups not removed: ${cgroups.join(', ')}`);
     for (const problem of problems) this.logger.warn({ problem }, 'node teardown');

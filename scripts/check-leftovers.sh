@@ -26,13 +26,14 @@ for dir in /sys/fs/cgroup/*/tandem-*; do
   [ -d "$dir" ] && report "cgroup $dir"
 done
 
-# Node attach (nbdfuse + loop devices) must undo itself.
+# Node attach (nbdfuse + loop devices) must undo itself. A loop device whose FUSE mount went away
+# with its mount namespace shows only the file's name inside nbdfuse's mount: "/disk".
 while read -r line; do
   [ -n "$line" ] && report "nbdfuse mount: $line"
 done < <(awk '$0 ~ /tandem-nbdfuse:/ {print $5}' /proc/self/mountinfo)
 while read -r dev file; do
   [ -n "$dev" ] && report "loop device $dev on $file"
-done < <(losetup --list --noheadings --output NAME,BACK-FILE 2>/dev/null | grep -e 'tandem' || true)
+done < <(losetup --list --noheadings --output NAME,BACK-FILE 2>/dev/null | grep -e 'tandem' -e '[[:space:]]/disk$' || true)
 
 if [ $found -eq 0 ]; then echo "check-leftovers: nothing left behind" >&2; fi
 exit $found

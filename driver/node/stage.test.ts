@@ -238,6 +238,19 @@ describe('NodeUnstageVolume', () => {
     await nodeUnstageVolume(env, unstage, ctx());
   });
 
+  it('detaches the loop device mounted at the staging path when the attachment records lost it (its FUSE mount died with a Pod)', async () => {
+    await nodeStageVolume(env, request(), ctx());
+    const device = ops.attached.get('pvc-1') as string;
+    // What a killed share-manager Pod leaves: the filesystem still mounted from the loop device,
+    // whose backing file the records can no longer name.
+    ops.attached.delete('pvc-1');
+    ops.loops.set(device, { backingFile: '/disk', readOnly: false });
+    await nodeUnstageVolume(env, unstage, ctx());
+    expect(ops.mountTable).toEqual([]);
+    expect(ops.loops.has(device)).toBe(false);
+    expect(ops.calls).toContain(`losetup -d ${device}`);
+  });
+
   it('refuses with FAILED_PRECONDITION while the volume is still published', async () => {
     await nodeStageVolume(env, request(), ctx());
     await ops.bindMount(staging, '/pods/a/mount', false);

@@ -234,8 +234,14 @@ export async function nodeUnstageVolume(
     // Read-only loops left by a publish that died before its bind mount: nobody uses them.
     for (const loop of await env.ops.loopsBackedBy(device)) await env.ops.detachLoop(loop);
   }
+  // The device the staging path is mounted from is this volume's, whatever else is known of it.
+  const stagedFrom = (await env.ops.mounts()).filter((m) => m.mountPoint === stagingTargetPath).at(-1)?.source;
   await env.ops.unmount(stagingTargetPath);
   await env.ops.detach(volumeId);
+  // A loop device the attachment records no longer find: its FUSE mount went away with another
+  // mount namespace (a killed share-manager Pod's), so its backing file has no path here any more
+  // and losetup names it "/disk". Mounted at our staging path, it can only be ours.
+  if (device === undefined && stagedFrom?.startsWith('/dev/loop')) await env.ops.detachLoop(stagedFrom);
   await rm(recordPath(env.stateDir, volumeId), { force: true });
   context.logger.info({ volumeId }, 'unstaged');
   return {};
