@@ -30,14 +30,16 @@ FROM node:22-bookworm-slim
 # The node-side tools the components call: nbd-client (kernel NBD), nbdfuse and
 # fuse3 (where the kernel has no NBD), mkfs/fsck for ext4 and xfs, mount and
 # losetup (util-linux), NFS-Ganesha with its VFS backend for the share manager
-# (which lists filesystems through setmntent(/etc/mtab): the link images lack).
+# (which lists filesystems through setmntent(/etc/mtab): the link images lack),
+# and dbus-daemon and dbus-send for the share manager's private bus, where
+# Ganesha publishes its statistics.
 # Versions come from the pinned Debian release; pinning each package would
 # block its security updates.
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       ca-certificates nbd-client nbdfuse fuse3 e2fsprogs xfsprogs util-linux \
-      nfs-ganesha nfs-ganesha-vfs iproute2 \
+      nfs-ganesha nfs-ganesha-vfs dbus-daemon dbus-bin iproute2 \
  && rm -rf /var/lib/apt/lists/* \
  && ln -sf /proc/self/mounts /etc/mtab
 WORKDIR /opt/tandem

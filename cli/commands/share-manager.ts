@@ -109,8 +109,11 @@ export function shareManagerCommand() {
               logger,
             });
       let serving = false;
-      const metrics = new ShareManagerMetrics(options.volume, () =>
-        serving ? { address: options.bindAddress, port: options.port } : undefined,
+      let manager: ShareManager | undefined;
+      const metrics = new ShareManagerMetrics(
+        options.volume,
+        () => (serving ? { address: options.bindAddress, port: options.port } : undefined),
+        async () => (serving ? manager?.nfsOperations() : undefined),
       );
       const admin = await serveAdmin(
         metrics.registry,
@@ -119,7 +122,7 @@ export function shareManagerCommand() {
         {},
         { healthy: async () => (serving ? true : 'not serving'), logger },
       );
-      const manager = await ShareManager.start({
+      manager = await ShareManager.start({
         volumeId: options.volume,
         nodeId: options.nodeId,
         stateDir: options.stateDir,

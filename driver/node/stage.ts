@@ -235,7 +235,9 @@ export async function nodeUnstageVolume(
     for (const loop of await env.ops.loopsBackedBy(device)) await env.ops.detachLoop(loop);
   }
   // The device the staging path is mounted from is this volume's, whatever else is known of it.
-  const stagedFrom = (await env.ops.mounts()).filter((m) => m.mountPoint === stagingTargetPath).at(-1)?.source;
+  const stagedFrom = (await env.ops.mounts())
+    .filter((m) => m.mountPoint === stagingTargetPath)
+    .at(-1)?.source;
   await env.ops.unmount(stagingTargetPath);
   await env.ops.detach(volumeId);
   // A loop device the attachment records no longer find: its FUSE mount went away with another

@@ -22,6 +22,8 @@ export interface GaneshaOptions {
   identity: string;
   ganeshaBinary?: string;
   startTimeoutMs?: number;
+  /** The share manager's private bus (ganesha-dbus.ts), where Ganesha publishes its statistics. */
+  busAddress?: string;
   logger?: Logger;
 }
 
@@ -84,6 +86,9 @@ export class RunningGanesha {
         configFile,
         join(options.runDir, 'ganesha.pid'),
       ],
+      ...(options.busAddress === undefined
+        ? {}
+        : { env: { ...process.env, DBUS_SYSTEM_BUS_ADDRESS: options.busAddress } }),
       logFile: join(options.runDir, 'ganesha.stdout'),
       logger: options.logger ?? silentLogger(),
       stopGraceMs: 10_000,

@@ -32,3 +32,26 @@ test('not serving: up 0 and no client figure', async () => {
   expect(text).toMatch(/tandem_share_manager_up\{volume="pvc-1",component="share-manager"\} 0/);
   expect(text).not.toMatch(/tandem_share_manager_clients\{/);
 });
+
+test("NFS operations follow Ganesha's cumulative counts by protocol; the protocols the export does not serve are left out", async () => {
+  let counts: Record<string, number> | undefined;
+  const metrics = new ShareManagerMetrics(
+    'pvc-1',
+    () => undefined,
+    async () => counts,
+  );
+  expect(await metrics.registry.metrics()).not.toMatch(/tandem_share_manager_nfs_operations_total\{/);
+  counts = { NFSv3: 0, NFSv40: 3, NFSv41: 120, NFSv42: 0, NLM4: 0 };
+  let text = await metrics.registry.metrics();
+  expect(text).toMatch(
+    /tandem_share_manager_nfs_operations_total\{volume="pvc-1",protocol="NFSv41",component="share-manager"\} 120/,
+  );
+  expect(text).toMatch(
+    /tandem_share_manager_nfs_operations_total\{volume="pvc-1",protocol="NFSv42",component="share-manager"\} 0/,
+  );
+  expect(text).not.toMatch(/protocol="NFSv40"/);
+  counts = { NFSv41: 150, NFSv42: 7 };
+  text = await metrics.registry.metrics();
+  expect(text).toMatch(/protocol="NFSv41",component="share-manager"\} 150/);
+  expect(text).toMatch(/protocol="NFSv42",component="share-manager"\} 7/);
+});

@@ -2,7 +2,8 @@
  * The share manager's series (private registry, `tandem_` prefix): whether its export serves,
  * the grace periods it entered (every Ganesha start begins in grace), and the NFS clients
  * connected right now, counted at scrape time from the kernel's TCP table (established
- * connections to the export's address and port) rather than guessed from Ganesha's log.
+ * connections to the export's address and port) rather than guessed from Ganesha's log, and the
+ * NFS requests Ganesha served, from its own statistics (ganesha-dbus.ts).
  * Failovers are counted by the controller, which decides them.
  */
 import { readFile } from 'node:fs/promises';
@@ -43,9 +44,13 @@ export class ShareManagerMetrics {
   readonly gracePeriods: Counter<'volume'>;
   readonly clients: Gauge<'volume'>;
 
+  readonly nfsOperations: Counter<'volume' | 'protocol'>;
+
   constructor(
     volumeId: string,
     served: () => { address: string; port: number } | undefined,
+    /** Ganesha's own request counts by protocol (cumulative), when its statistics are reachable. */
+    operations: () => Promise<Record<string, number> | undefined> = async () => undefined,
     registry = createRegistry('share-manager'),
   ) {
     this.registry = registry;
@@ -75,6 +80,24 @@ export class ShareManagerMetrics {
         );
         const table = tables.join('\n');
         this.set({ volume: volumeId }, countEstablished(table, where.address, where.port));
+      },
+    });
+    // Ganesha counts from its start; the counter follows by the difference at each scrape.
+    const seen = new Map<string, number>();
+    this.nfsOperations = new Counter({
+      name: `${p}nfs_operations_total`,
+      help: "NFS requests (COMPOUNDs) NFS-Ganesha served, by protocol version, from Ganesha's own statistics",
+      labelNames: ['volume', 'protocol'],
+      registers: [registry],
+      async collect() {
+        const counts = await operations().catch(() => undefined);
+        for (const [protocol, total] of Object.entries(counts ?? {})) {
+          if (!/^NFSv4[12]$/.test(protocol)) continue; // the only protocols the export serves
+          const before = seen.get(protocol) ?? 0;
+          if (total > before) this.inc({ volume: volumeId, protocol }, total - before);
+          else this.inc({ volume: volumeId, protocol }, 0);
+          seen.set(protocol, Math.max(total, before));
+        }
       },
     });
     this.up.set({ volume: volumeId }, 0);

@@ -22,6 +22,7 @@ import type { Frontend, NodeOps } from '../node/node-ops.js';
 import { nodeEnv } from '../node/service.js';
 import { nodeStageVolume, nodeUnstageVolume } from '../node/stage.js';
 import { DEBIAN_GANESHA_PLUGINS, failoverTimings } from './ganesha-config.js';
+import { PrivateBus } from './ganesha-dbus.js';
 import { RunningGanesha } from './ganesha-process.js';
 import { GrowthWatch } from './grow.js';
 import { releaseDeadShares } from './sweep.js';
@@ -120,6 +121,7 @@ export class ShareManager {
     private readonly options: ShareManagerOptions,
     private readonly ganesha: RunningGanesha,
     private readonly growth: GrowthWatch,
+    private readonly bus: PrivateBus | undefined,
   ) {}
 
   static async start(options: ShareManagerOptions): Promise<ShareManager> {
@@ -149,6 +151,7 @@ export class ShareManager {
       context,
     );
     let ganesha: RunningGanesha | undefined;
+    let bus: PrivateBus | undefined;
     try {
       const device = await env.ops.attachedDevice(volumeId);
       if (device === undefined) throw new Error(`volume ${volumeId} is staged but has no block device`);
@@ -173,8 +176,11 @@ export class ShareManager {
       await mkdir(layout.exportPath, { recursive: true });
       await chmod(layout.exportPath, 0o1777);
       await mkdir(layout.recoveryRoot, { recursive: true, mode: 0o700 });
+      await mkdir(layout.runDir, { recursive: true, mode: 0o700 });
+      bus = await PrivateBus.start(layout.runDir, logger);
       ganesha = await RunningGanesha.start({
         runDir: layout.runDir,
+        busAddress: bus?.address,
         identity: ganeshaIdentity(volumeId),
         ganeshaBinary: options.ganeshaBinary,
         logger,
@@ -189,13 +195,14 @@ export class ShareManager {
         },
       });
       logger.info({ volumeId, address: options.bindAddress, pid: ganesha.pid }, 'NFS export serving');
-      const manager = new ShareManager(options, ganesha, growth);
+      const manager = new ShareManager(options, ganesha, growth, bus);
       await options.endpoint?.publish({ address: options.bindAddress, port: options.port ?? NFS_PORT });
       growth.start();
       return manager;
     } catch (err) {
       // Nothing of a failed start may stay behind: the next share manager may be on another node.
       await ganesha?.stop();
+      await bus?.stop();
       await releaseShare(options).catch((cleanup: unknown) =>
         logger.warn({ err: String(cleanup) }, 'unstage after a failed start failed'),
       );
@@ -206,6 +213,11 @@ export class ShareManager {
   /** Asks the engine now whether the volume grew, and grows the exported filesystem if so. */
   checkGrowth(): Promise<void> {
     return this.growth.check();
+  }
+
+  /** NFS requests Ganesha served, by protocol (its own statistics); undefined when unavailable. */
+  nfsOperations(): Promise<Record<string, number> | undefined> {
+    return this.bus?.globalOps() ?? Promise.resolve(undefined);
   }
 
   get ganeshaPid(): number | undefined {
@@ -233,6 +245,7 @@ export class ShareManager {
       .catch((err: unknown) => logger.warn({ err: String(err) }, 'could not withdraw the endpoint'));
     await this.growth.stop();
     await this.ganesha.stop();
+    await this.bus?.stop();
     await releaseShare(this.options);
     logger.info({ volumeId }, 'share manager stopped; volume unmounted and detached');
   }

@@ -14,10 +14,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, expect, jest, test } from '@jest/globals';
 import { DEBIAN_GANESHA_PLUGINS, type GaneshaSettings } from '../../driver/share-manager/ganesha-config.js';
+import { PrivateBus } from '../../driver/share-manager/ganesha-dbus.js';
 import { RunningGanesha } from '../../driver/share-manager/ganesha-process.js';
 import { run } from '../../lib/exec.js';
 import { Nfs4Client, retryWhileInGrace } from '../../lib/nfs4/client.js';
 import { freePort } from '../../lib/ports.js';
+import { waitFor } from '../../lib/readiness.js';
 
 jest.setTimeout(120_000);
 
@@ -91,6 +93,45 @@ test('serves NFSv4.1 with the pinned scope and refuses NFSv4.0 clients (libnfs)'
   });
   expect(libnfs.code).not.toBe(0);
   expect(`${libnfs.stdout}${libnfs.stderr}`).toMatch(/NFS4ERR_MINOR_VERS_MISMATCH/);
+});
+
+test("Ganesha's own statistics on the share manager's private bus: NFSv4.1 requests counted as clients send them", async () => {
+  const runDir = join(root, 'run-bus');
+  await mkdir(runDir, { recursive: true });
+  const bus = await PrivateBus.start(runDir);
+  expect(bus).toBeDefined();
+  if (bus === undefined) return;
+  try {
+    server = await RunningGanesha.start({
+      runDir,
+      settings,
+      identity: 'tandem-pvc-test',
+      busAddress: bus.address,
+    });
+    // Ganesha joins the bus as it starts its threads, just after it serves.
+    let before: Record<string, number> | undefined;
+    await waitFor(
+      'Ganesha on its private bus',
+      async () => {
+        before = await bus.globalOps();
+        return before !== undefined;
+      },
+      10_000,
+    );
+    const client = await connect('stats');
+    const file = await afterGrace(() => client.open('/stats.txt', { create: true }));
+    for (let i = 0; i < 10; i++) await client.write(file, BigInt(i * 4096), randomBytes(4096));
+    await client.close(file);
+    await client.destroy();
+    const after = await bus.globalOps();
+    // Every write is a COMPOUND of its own; the session setup and open add more.
+    expect((after?.NFSv41 ?? 0) - (before?.NFSv41 ?? 0)).toBeGreaterThanOrEqual(10);
+    expect(after?.NFSv40 ?? 0).toBe(0);
+  } finally {
+    await server?.stop();
+    server = undefined;
+    await bus.stop();
+  }
 });
 
 test('two clients write and read the same files (date file, then checksummed blocks)', async () => {
