@@ -27,6 +27,7 @@ export class GrowthWatch {
   private knownBytes: number;
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
+  private lastFailure: string | undefined;
 
   constructor(private readonly options: GrowthWatchOptions) {
     this.knownBytes = options.attachedBytes;
@@ -51,16 +52,23 @@ export class GrowthWatch {
     try {
       const [served] = await this.options.probe(this.options.socketPath, [volumeId]);
       if (served === undefined || served <= this.knownBytes) return;
-      logger.info(
-        { volumeId, from: this.knownBytes, to: served },
-        'the volume grew; growing the exported filesystem',
-      );
+      if (this.lastFailure === undefined)
+        logger.info(
+          { volumeId, from: this.knownBytes, to: served },
+          'the volume grew; growing the exported filesystem',
+        );
       this.knownBytes = await this.options.grow();
       logger.info({ volumeId, sizeBytes: this.knownBytes }, 'exported filesystem grown');
     } catch (err) {
-      // The engine restarting or a busy resize: the next tick tries again.
-      logger.warn({ volumeId, err: errorMessage(err) }, 'could not grow the exported filesystem yet');
+      // The engine restarting or a busy resize: the next tick tries again. The same reason is
+      // said once, not every tick.
+      const reason = errorMessage(err);
+      if (reason !== this.lastFailure)
+        logger.warn({ volumeId, err: reason }, 'could not grow the exported filesystem yet; retrying');
+      this.lastFailure = reason;
+      return;
     }
+    this.lastFailure = undefined;
   }
 
   async stop(): Promise<void> {

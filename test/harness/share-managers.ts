@@ -8,7 +8,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { releaseShare } from '../../driver/share-manager/share-manager.js';
+import { releaseShare, shareLayout } from '../../driver/share-manager/share-manager.js';
 import { silentLogger } from '../../lib/log.js';
 import { Nfs4Client } from '../../lib/nfs4/client.js';
 import { Nfs4Session } from '../../lib/nfs4/session.js';
@@ -33,10 +33,16 @@ export class ShareManagers {
     private readonly steps: CsiVolumeSteps,
     private readonly volumeId: string,
     private readonly fastFailover: boolean,
+    private readonly fsType: 'ext4' | 'xfs' = 'ext4',
   ) {}
 
   private stateDir(index: number): string {
     return join(this.stack.dir, `share-manager-${this.steps.node(index).name}`);
+  }
+
+  /** Where the share manager on node `index` mounts the volume's filesystem. */
+  mountOf(index: number): string {
+    return shareLayout(this.stateDir(index), this.volumeId).mount;
   }
 
   /** Starts the share manager on node `index` (its engine must be published there); resolves once NFS answers. */
@@ -63,6 +69,8 @@ export class ShareManagers {
         '--state-dir',
         this.stateDir(index),
         ...(this.fastFailover ? ['--fast-failover'] : []),
+        '--fs-type',
+        this.fsType,
         // The apiserver refuses loopback addresses in EndpointSlices, and these share managers
         // listen on loopback: the endpoint has its own suite (share-manager-endpoint.test.ts).
         '--no-endpoint',
