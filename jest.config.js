@@ -39,9 +39,6 @@ export default {
       ...common,
       displayName: 'e2e',
       testMatch: ['<rootDir>/test/e2e/**/*.e2e.ts'],
-      // The RWX suite does not pass yet (docs/rwx-nfs.md, "Open on real nodes"): it runs only
-      // when asked for, `npm run test:e2e:rwx`, until it does.
-      testPathIgnorePatterns: process.env.TANDEM_E2E_RWX === '1' ? [] : ['/test/e2e/rwx-nfs\\.e2e\\.ts$'],
     },
   ],
   // Integration tests start real processes; unit tests finish in milliseconds either way.

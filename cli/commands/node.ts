@@ -4,6 +4,7 @@ import { csiServices } from '../../driver/csi/proto.js';
 import { CsiServer } from '../../driver/csi/server.js';
 import { KubeletRegistration } from '../../driver/node/registration.js';
 import { nodeHandlers, nodeReadiness } from '../../driver/node/service.js';
+import { releaseDeadSharesHere } from '../../driver/share-manager/share-manager.js';
 import { unixSocketPath } from '../../lib/config.js';
 import { UsageError } from '../../lib/errors.js';
 import { serveAdmin } from '../../lib/http-admin.js';
@@ -24,6 +25,9 @@ import {
 /** Empty means "do not register" (a test plays the kubelet), so an empty value is legal here. */
 const absolutePathOrEmpty = (value: string): string => (value === '' ? '' : absolutePath(value));
 
+/** How often the node plugin releases what killed share managers left on its node. */
+const SHARE_SWEEP_MS = 10_000;
+
 export function nodeCommand() {
   return new Command('node')
     .description('CSI node service: stages (NBD device, filesystem) and publishes volumes on this node')
@@ -37,6 +41,15 @@ export function nodeCommand() {
         .env('TANDEM_NODE_STATE_DIR'),
     )
     .addOption(frontendOption())
+    .addOption(
+      new Option(
+        '--share-manager-state-dir <path>',
+        "share managers' state folder on this node, as mounted here (Bidirectional): the mounts of killed ones are released from it; empty: none",
+      )
+        .argParser(absolutePathOrEmpty)
+        .default('')
+        .env('TANDEM_SHARE_MANAGER_STATE_DIR'),
+    )
     .addOption(
       new Option(
         '--kubelet-registration-dir <path>',
@@ -131,6 +144,25 @@ export function nodeCommand() {
         },
         'node service ready',
       );
+      // A share manager killed on this node leaves its filesystem mounted over a dead FUSE
+      // connection (its Pod mounts Bidirectional, see driver/controller/share-manager-objects.ts),
+      // and its successor may start on another node: released here within a sweep interval.
+      const sweepShares = options.shareManagerStateDir;
+      let sweeping: Promise<unknown> = Promise.resolve();
+      const sweeper =
+        sweepShares === ''
+          ? undefined
+          : setInterval(() => {
+              sweeping = sweeping.then(() =>
+                releaseDeadSharesHere({
+                  nodeId: options.nodeId,
+                  stateDir: sweepShares,
+                  engineSocketDir: options.engineSocketDir,
+                  frontend: options.frontend,
+                  logger,
+                }),
+              );
+            }, SHARE_SWEEP_MS);
       const end = await Promise.race([
         untilStopSignal().then((signal) => ({ signal: String(signal), refused: undefined })),
         refusal.then((error) => ({ signal: undefined, refused: error })),
@@ -139,6 +171,8 @@ export function nodeCommand() {
         end.refused === undefined ? { signal: end.signal } : { kubeletError: end.refused },
         'shutting down',
       );
+      if (sweeper) clearInterval(sweeper);
+      await sweeping;
       // The registration socket first: the kubelet unregisters the plugin before its CSI socket goes.
       await registration?.stop();
       await server.stop();

@@ -1,3 +1,5 @@
+import { existsSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { Command, InvalidArgumentError, Option } from '@commander-js/extra-typings';
 import { heartbeatTimings, KubeShareEndpoint } from '../../driver/share-manager/endpoint.js';
@@ -27,6 +29,15 @@ const ipAddress = (value: string): string => {
     throw new InvalidArgumentError(`"${value}" is not an IP address (the pod's or the node's).`);
   return value;
 };
+
+/**
+ * The kubelet creates the file in every container and copies it into the Pod's status when the
+ * container ends; outside a Pod it does not exist and nothing is written.
+ */
+async function writeTerminationMessage(path: string, message: string): Promise<void> {
+  if (!existsSync(path)) return;
+  await writeFile(path, message.slice(0, 4000)).catch(() => undefined);
+}
 
 export function shareManagerCommand() {
   return new Command('share-manager')
@@ -86,6 +97,15 @@ export function shareManagerCommand() {
         'serve without writing the EndpointSlice and the heartbeat Lease (no cluster)',
       ),
     )
+    .addOption(
+      new Option(
+        '--termination-log <path>',
+        "where a failed start writes why (the kubelet's terminationMessagePath); written only if it exists",
+      )
+        .argParser(absolutePath)
+        .default('/dev/termination-log')
+        .env('TANDEM_TERMINATION_LOG'),
+    )
     .addOption(metricsAddressOption('0.0.0.0:9504'))
     .addOption(logLevelOption())
     .action(async (options) => {
@@ -136,6 +156,7 @@ export function shareManagerCommand() {
         logger,
       }).catch(async (err: unknown) => {
         await admin.close();
+        await writeTerminationMessage(options.terminationLog, errorMessage(err));
         throw err;
       });
       serving = true;

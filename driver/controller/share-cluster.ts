@@ -64,6 +64,7 @@ async function orUndefined<T>(read: Promise<T>): Promise<T | undefined> {
 function podState(pod: V1Pod): SharePodState {
   const scheduled = pod.status?.conditions?.find((c) => c.type === 'PodScheduled');
   const phase = pod.status?.phase;
+  const exitMessage = terminationMessage(pod);
   return {
     name: pod.metadata?.name ?? '',
     uid: pod.metadata?.uid ?? '',
@@ -76,7 +77,18 @@ function podState(pod: V1Pod): SharePodState {
     ...(scheduled?.status === 'False' && scheduled.reason === 'Unschedulable'
       ? { unschedulable: scheduled.message ?? 'Unschedulable' }
       : {}),
+    ...(exitMessage ? { exitMessage } : {}),
   };
+}
+
+/** The termination message of the share manager's container: its own words on why it ended. */
+function terminationMessage(pod: V1Pod): string | undefined {
+  const terminated = pod.status?.containerStatuses?.[0]?.state?.terminated;
+  const message = terminated?.message?.trim();
+  if (!message)
+    return terminated?.reason && terminated.reason !== 'Completed' ? terminated.reason : undefined;
+  // An Event's note holds 1 KiB; the cause is at the start of the message.
+  return message.length > 600 ? `${message.slice(0, 600)}…` : message;
 }
 
 export class KubeShareCluster implements ShareCluster {

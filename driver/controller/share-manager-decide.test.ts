@@ -68,6 +68,19 @@ describe('what the controller does for a share manager', () => {
     ]);
   });
 
+  test("one that could not serve says why: its termination message is the Event's reason", () => {
+    const message = 'NFS-Ganesha exited during start (code 2): Error: Export Path (/export) is not a directory';
+    const actions = decideShare(
+      state({ pod: { ...running(), phase: 'Failed', exitMessage: message }, engineNodes: ['node-1'] }),
+    );
+    expect(actions).toContainEqual(
+      expect.objectContaining({
+        reason: 'ShareManagerFailedOver',
+        message: expect.stringContaining(`ended (Failed): ${message}`),
+      }),
+    );
+  });
+
   test('its node lost: deleted with force (no kubelet will confirm), its endpoint cleared', () => {
     const actions = decideShare(
       state({ pod: running('node-1'), advertised: ['198.18.1.5'], nodeAlive: (n) => n !== 'node-1' }),

@@ -22,6 +22,8 @@ export interface SharePodState {
   deleting: boolean;
   /** The scheduler's reason when PodScheduled is False (no node matches, taints, ...). */
   unschedulable?: string;
+  /** What the share manager said as it ended (its termination message: why it could not serve). */
+  exitMessage?: string;
 }
 
 export interface HeartbeatState {
@@ -73,7 +75,10 @@ function replacementReason(
   pod: SharePodState,
 ): { reason: string; force: boolean } | undefined {
   if (pod.phase === 'Failed' || pod.phase === 'Succeeded')
-    return { reason: `the share manager ${pod.name} ended (${pod.phase})`, force: false };
+    return {
+      reason: `the share manager ${pod.name} ended (${pod.phase})${pod.exitMessage ? `: ${pod.exitMessage}` : ''}`,
+      force: false,
+    };
   if (pod.nodeName !== undefined && !state.nodeAlive(pod.nodeName))
     return {
       reason: `node ${pod.nodeName} is lost (its data plane stopped renewing its registration)`,

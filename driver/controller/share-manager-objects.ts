@@ -126,6 +126,9 @@ export function shareManagerPod(volumeId: string, share: ShareSpec, options: Sha
             fieldEnv('POD_NAMESPACE', 'metadata.namespace'),
           ],
           ports: [{ name: 'nfs', containerPort: NFS_PORT, protocol: 'TCP' }],
+          // The share manager writes why it could not serve to /dev/termination-log; a crash
+          // without it leaves the log's end. The controller repeats it in its Event on the claim.
+          terminationMessagePolicy: 'FallbackToLogsOnError',
           readinessProbe: { tcpSocket: { port: 'nfs' }, periodSeconds: 2, failureThreshold: 2 },
           // Attaches a loop device over nbdfuse, mounts, and runs Ganesha in a UTS namespace.
           securityContext: { privileged: true, runAsUser: 0, runAsGroup: 0 },

@@ -114,6 +114,24 @@ export async function releaseShare(options: ReleaseOptions): Promise<void> {
   );
 }
 
+/**
+ * Releases what killed share managers of other volumes left in this node's share-manager state
+ * folder (sweep.ts): the share manager that starts does it, and the node plugin on every node does
+ * it periodically, so a dead one's mounts do not wait for the next share manager on that node.
+ */
+export function releaseDeadSharesHere(
+  options: Omit<ReleaseOptions, 'volumeId'>,
+  ownVolumeId = '',
+): Promise<string[]> {
+  return releaseDeadShares({
+    stateDir: options.stateDir,
+    ownVolumeId,
+    attachmentProblem: (volumeId) => shareNodeEnv({ ...options, volumeId }).ops.attachmentProblem(volumeId),
+    release: (volumeId) => releaseShare({ ...options, volumeId }),
+    logger: options.logger,
+  });
+}
+
 export class ShareManager {
   private stopping: Promise<void> | undefined;
 
@@ -133,14 +151,7 @@ export class ShareManager {
     // A share manager that died here left its mount (its Ganesha died with it): start clean, so
     // the device is attached afresh to the engine serving now.
     await releaseShare(options);
-    await releaseDeadShares({
-      stateDir: options.stateDir,
-      ownVolumeId: volumeId,
-      attachmentProblem: (other) =>
-        shareNodeEnv({ ...options, volumeId: other }).ops.attachmentProblem(other),
-      release: (other) => releaseShare({ ...options, volumeId: other }),
-      logger,
-    });
+    await releaseDeadSharesHere(options, volumeId);
     await nodeStageVolume(
       env,
       {

@@ -13,6 +13,7 @@
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { claim, namespace } from '../../lab/workloads.js';
+import { run } from '../../lib/exec.js';
 import { packageRoot } from '../../lib/paths.js';
 import { waitFor } from '../../lib/readiness.js';
 import { startTandemCluster, type TandemCluster } from '../harness/real-cluster.js';
@@ -122,7 +123,9 @@ beforeAll(async () => {
     kind: 'StorageClass',
     metadata: { name: CLASS },
     provisioner: 'csi.tandem.dev',
-    parameters: { numberOfReplicas: '2', fastFailover: 'true' },
+    // xfs: ext4 grows online only with CAP_SYS_RESOURCE, which root lacks on these machines.
+    parameters: { numberOfReplicas: '2', fastFailover: 'true', fsType: 'xfs' },
+    allowVolumeExpansion: true,
     // node-1 never hosts the share manager; its clients are the other side of the Service.
     allowedTopologies: [
       { matchLabelExpressions: [{ key: 'topology.csi.tandem.dev/node', values: ['node-2', 'node-3'] }] },
@@ -131,7 +134,7 @@ beforeAll(async () => {
     volumeBindingMode: 'Immediate',
   });
   await env.apply(
-    claim(NS, 'shared', { storageClass: CLASS, accessModes: ['ReadWriteMany'], size: '128Mi' }),
+    claim(NS, 'shared', { storageClass: CLASS, accessModes: ['ReadWriteMany'], size: '320Mi' }),
   );
   await waitFor(
     'the shared claim bound',
@@ -182,7 +185,59 @@ describe('an RWX claim served over NFS on real nodes', () => {
     });
     expect(read).toMatchObject({ ok: true });
     expect(Buffer.from(read.data ?? '', 'base64').toString()).toBe(date);
-    expect((await env.events(NS, 'shared')).join('\n')).toMatch(/ShareManagerStarted/);
+    // The controller records it on its next pass after the slice appears (Events are asynchronous).
+    await waitFor(
+      'ShareManagerStarted on the claim',
+      async () => /ShareManagerStarted/.test((await env.events(NS, 'shared')).join('\n')),
+      30_000,
+    );
+  }, 400_000);
+
+  it('expanding the claim grows the filesystem under the running export (csi-resizer, no node expansion)', async () => {
+    const { node } = await servedBy();
+    const realNode = env.cluster.nodes.find((n) => n.name === node);
+    const holder = realNode?.holderPid;
+    if (holder === undefined) throw new Error(`no mount namespace for ${node}`);
+    // The share manager mounts Bidirectional, so its filesystem shows in the node's namespace.
+    const mount = `/var/lib/tandem/share-manager/${volume}/volume`;
+    const sizeOf = async () => {
+      const out = await run(
+        'nsenter',
+        [`--mount=/proc/${holder}/ns/mnt`, 'df', '-B1', '--output=size', mount],
+        {
+          timeoutMs: 10_000,
+        },
+      );
+      return Number(out.stdout.trim().split('\n').at(-1));
+    };
+    expect(await sizeOf()).toBeLessThan(320 * 1024 * 1024);
+    await env.kubectl(
+      '-n',
+      NS,
+      'patch',
+      'pvc',
+      'shared',
+      '--type=merge',
+      '-p',
+      '{"spec":{"resources":{"requests":{"storage":"512Mi"}}}}',
+    );
+    await waitFor(
+      'the claim at its new size',
+      async () =>
+        (
+          await env.kubectl('-n', NS, 'get', 'pvc', 'shared', '-o', 'jsonpath={.status.capacity.storage}')
+        ).trim() === '512Mi',
+      120_000,
+    );
+    // xfs keeps part of the device: a 512 MiB one shows 448 MiB.
+    await waitFor('the exported filesystem grown', async () => (await sizeOf()) > 400 * 1024 * 1024, 120_000);
+    const read = await probe(node === 'node-2' ? 'node-3' : 'node-2', {
+      ownerId: 'after-growth',
+      op: 'read',
+      path: '/date.txt',
+      graceMs: 60_000,
+    });
+    expect(read).toMatchObject({ ok: true });
   }, 400_000);
 
   it('a SIGKILLed share manager is replaced; the file is read back through the same Service address', async () => {

@@ -89,9 +89,13 @@ function webhookRegistry(): Registry {
   return registry;
 }
 
-/** `tandem share-manager` serving (its clients gauge reads this machine's TCP table; 0 is a series too). */
+/** `tandem share-manager` serving (its clients gauge reads this machine's TCP table; 0 is a series too; Ganesha's counts given). */
 function shareManagerRegistry(): Registry {
-  const m = new ShareManagerMetrics('pvc-1', () => ({ address: '127.0.0.1', port: 2049 }));
+  const m = new ShareManagerMetrics(
+    'pvc-1',
+    () => ({ address: '127.0.0.1', port: 2049 }),
+    async () => ({ NFSv41: 120, NFSv42: 3 }),
+  );
   m.up.set({ volume: 'pvc-1' }, 1);
   m.gracePeriods.inc({ volume: 'pvc-1' });
   return m.registry;
@@ -219,7 +223,7 @@ describe('metrics and monitoring manifests, checked by promtool', () => {
   });
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-  it.each(['migrator', 'dataplane', 'webhook', 'controller', 'node'])(
+  it.each(['migrator', 'dataplane', 'webhook', 'share-manager', 'controller', 'node'])(
     "%s's exposition passes promtool check metrics, with no remark on Tandem's own metrics",
     (component) => {
       const exposition = text[component] ?? '';
