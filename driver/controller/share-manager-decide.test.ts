@@ -69,7 +69,8 @@ describe('what the controller does for a share manager', () => {
   });
 
   test("one that could not serve says why: its termination message is the Event's reason", () => {
-    const message = 'NFS-Ganesha exited during start (code 2): Error: Export Path (/export) is not a directory';
+    const message =
+      'NFS-Ganesha exited during start (code 2): Error: Export Path (/export) is not a directory';
     const actions = decideShare(
       state({ pod: { ...running(), phase: 'Failed', exitMessage: message }, engineNodes: ['node-1'] }),
     );

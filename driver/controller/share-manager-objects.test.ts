@@ -76,6 +76,39 @@ describe('share-manager Pod', () => {
     expect(container?.args?.join(' ')).toMatch(/--state-dir \/var\/lib\/tandem\/share-manager/);
   });
 
+  test('a replacement avoids the nodes the controller knows are lost, within allowedTopologies or without', () => {
+    const within = shareManagerPod(
+      'pvc-4',
+      { nfsOptions: 'vers=4.1', fastFailover: true, nodes: ['node-2', 'node-3'] },
+      { ...options, avoidNodes: ['node-2'] },
+    );
+    expect(within.spec?.affinity?.nodeAffinity?.requiredDuringSchedulingIgnoredDuringExecution).toEqual({
+      nodeSelectorTerms: [
+        {
+          matchExpressions: [
+            { key: 'topology.csi.tandem.dev/node', operator: 'In', values: ['node-2', 'node-3'] },
+            { key: 'topology.csi.tandem.dev/node', operator: 'NotIn', values: ['node-2'] },
+          ],
+        },
+      ],
+    });
+    const anywhere = shareManagerPod(
+      'pvc-4',
+      { nfsOptions: 'vers=4.1', fastFailover: true },
+      {
+        ...options,
+        avoidNodes: ['node-1'],
+      },
+    );
+    expect(anywhere.spec?.affinity?.nodeAffinity?.requiredDuringSchedulingIgnoredDuringExecution).toEqual({
+      nodeSelectorTerms: [
+        {
+          matchExpressions: [{ key: 'topology.csi.tandem.dev/node', operator: 'NotIn', values: ['node-1'] }],
+        },
+      ],
+    });
+  });
+
   test('the same toleration from class and defaults appears once', () => {
     const t = { key: 'a', operator: 'Exists' as const, effect: 'NoSchedule' as const };
     expect(mergedTolerations([t], [t])).toEqual([{ key: 'a', operator: 'Exists', effect: 'NoSchedule' }]);

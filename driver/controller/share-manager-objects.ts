@@ -5,8 +5,9 @@
  *
  * Placement is the scheduler's job, from what the class asks merged with the controller's
  * cluster-wide defaults: the node selector (the class's keys win), the tolerations (both), and
- * allowedTopologies as required node affinity on Tandem's topology key. So a node that does not
- * match never hosts the share manager, and when none matches the scheduler says so in a
+ * allowedTopologies as required node affinity on Tandem's topology key, together with the nodes
+ * the controller knows are lost (a replacement must not land where the old one died). So a node
+ * that does not match never hosts the share manager, and when none matches the scheduler says so in a
  * FailedScheduling Event that the controller repeats on the claim.
  *
  * The Pod never restarts in place (restartPolicy Never): a share manager that died is replaced by
@@ -34,6 +35,8 @@ export interface ShareManagerPodOptions {
   defaults: { nodeSelector: Record<string, string>; tolerations: readonly Toleration[] };
   engineSocketDir?: string;
   stateDir?: string;
+  /** Nodes the controller knows are lost (their data plane is silent): never scheduled there. */
+  avoidNodes?: readonly string[];
 }
 
 const COMPONENT_LABEL = 'app.kubernetes.io/component';
@@ -72,6 +75,11 @@ export function shareManagerPod(volumeId: string, share: ShareSpec, options: Sha
   const engineSocketDir = options.engineSocketDir ?? DEFAULT_ENGINE_SOCKET_DIR;
   const stateDir = options.stateDir ?? '/var/lib/tandem/share-manager';
   const nodes = share.nodes;
+  const avoid = [...(options.avoidNodes ?? [])];
+  const placement = [
+    ...(nodes ? [{ key: TOPOLOGY_NODE_KEY, operator: 'In', values: nodes }] : []),
+    ...(avoid.length > 0 ? [{ key: TOPOLOGY_NODE_KEY, operator: 'NotIn', values: avoid }] : []),
+  ];
   const fieldEnv = (envName: string, fieldPath: string) => ({
     name: envName,
     valueFrom: { fieldRef: { fieldPath } },
@@ -87,14 +95,12 @@ export function shareManagerPod(volumeId: string, share: ShareSpec, options: Sha
       terminationGracePeriodSeconds: 20,
       nodeSelector: { ...options.defaults.nodeSelector, ...share.nodeSelector },
       tolerations: mergedTolerations(share.tolerations ?? [], options.defaults.tolerations),
-      ...(nodes
+      ...(placement.length > 0
         ? {
             affinity: {
               nodeAffinity: {
                 requiredDuringSchedulingIgnoredDuringExecution: {
-                  nodeSelectorTerms: [
-                    { matchExpressions: [{ key: TOPOLOGY_NODE_KEY, operator: 'In', values: nodes }] },
-                  ],
+                  nodeSelectorTerms: [{ matchExpressions: placement }],
                 },
               },
             },

@@ -86,7 +86,10 @@ export class ShareReconciler {
       nowMs,
       nodeAlive: (node) => nodes.some((n) => n.node === node && isAlive(n, nowMs)),
     });
-    for (const action of actions) await this.#carryOut(volume, action, objects.pod, nowMs);
+    // Nodes whose data plane stopped renewing its registration: the scheduler may still see them
+    // Ready (the node controller takes longer), but no engine can run there.
+    const lostNodes = nodes.filter((n) => !isAlive(n, nowMs)).map((n) => n.node);
+    for (const action of actions) await this.#carryOut(volume, action, objects.pod, nowMs, lostNodes);
     // Serving: the Pod runs on its engine's node and advertises itself.
     const pod = objects.pod;
     if (pod?.phase === 'Running' && objects.advertised.length > 0 && actions.length === 0) {
@@ -104,6 +107,7 @@ export class ShareReconciler {
     action: ShareAction,
     pod: SharePodState | undefined,
     nowMs: number,
+    lostNodes: readonly string[],
   ): Promise<void> {
     const podUid = pod?.uid;
     const { shares, log } = this.#options;
@@ -120,7 +124,11 @@ export class ShareReconciler {
         // serves (a broken image, a volume that will not mount) is retried ever more slowly.
         if (crashes !== undefined && nowMs < crashes.notBeforeMs) return;
         await shares.createPod(
-          shareManagerPod(id, share, { ...this.#options.pod, fsType: volume.spec.fsType ?? 'ext4' }),
+          shareManagerPod(id, share, {
+            ...this.#options.pod,
+            fsType: volume.spec.fsType ?? 'ext4',
+            avoidNodes: lostNodes,
+          }),
         );
         log.info({ volume: id }, 'share manager Pod created');
         return;

@@ -268,4 +268,40 @@ describe('an RWX claim served over NFS on real nodes', () => {
     expect(Buffer.from(read?.data ?? '', 'base64').toString()).toMatch(/^\d{4}-\d\d-\d\dT/);
     expect((await env.events(NS, 'shared')).join('\n')).toMatch(/ShareManagerFailedOver/);
   }, 400_000);
+  it("its node's link cut: a new share manager on the other allowed node, never on the lost one; the file read back", async () => {
+    const before = await servedBy();
+    const lost = env.cluster.nodes.find((n) => n.name === before.node);
+    if (lost === undefined) throw new Error(`no node ${before.node}`);
+    const cutAt = Date.now();
+    await env.cluster.network.cutLink(lost.node);
+    try {
+      // The data plane's registration lapses (40 s), the controller deletes the Pod with force
+      // and places the next one where the class allows, away from the lost node.
+      const after = await servedBy(before.uid);
+      expect(after.node).not.toBe(before.node);
+      expect(['node-2', 'node-3']).toContain(after.node);
+      const servedAt = Date.now();
+      let read: ProbeResult | undefined;
+      await waitFor(
+        'the file read back after the node was lost',
+        async () => {
+          read = await probe('node-1', {
+            ownerId: 'node-1-after-cut',
+            op: 'read',
+            path: '/date.txt',
+            graceMs: 60_000,
+          });
+          return read.ok;
+        },
+        180_000,
+      );
+      console.log(
+        `share manager on a cut node: ${before.node} → ${after.node} serving ${servedAt - cutAt} ms after the cut, first read ${Date.now() - cutAt} ms`,
+      );
+      expect(Buffer.from(read?.data ?? '', 'base64').toString()).toMatch(/^\d{4}-\d\d-\d\dT/);
+      expect((await env.events(NS, 'shared')).join('\n')).toMatch(/ShareManagerFailedOver.*(lost|heartbeat)/);
+    } finally {
+      await env.cluster.network.restoreLink(lost.node);
+    }
+  }, 500_000);
 });
