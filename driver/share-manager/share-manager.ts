@@ -221,11 +221,6 @@ export class ShareManager {
     }
   }
 
-  /** Asks the engine now whether the volume grew, and grows the exported filesystem if so. */
-  checkGrowth(): Promise<void> {
-    return this.growth.check();
-  }
-
   /** NFS requests Ganesha served, by protocol (its own statistics); undefined when unavailable. */
   nfsOperations(): Promise<Record<string, number> | undefined> {
     return this.bus?.globalOps() ?? Promise.resolve(undefined);
