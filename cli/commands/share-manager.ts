@@ -169,6 +169,7 @@ export function shareManagerCommand() {
       if (end.died !== undefined) {
         // Ganesha is gone: stop serving the volume here so a successor can take it.
         logger.error({ reason: end.died }, 'NFS-Ganesha died; releasing the volume');
+        await writeTerminationMessage(options.terminationLog, end.died);
         process.exitCode = 1;
       } else logger.info({ signal: end.signal }, 'shutting down');
       serving = false;
