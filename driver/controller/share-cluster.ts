@@ -61,7 +61,7 @@ async function orUndefined<T>(read: Promise<T>): Promise<T | undefined> {
   }
 }
 
-function podState(pod: V1Pod): SharePodState {
+export function podState(pod: V1Pod): SharePodState {
   const scheduled = pod.status?.conditions?.find((c) => c.type === 'PodScheduled');
   const phase = pod.status?.phase;
   const exitMessage = terminationMessage(pod);
