@@ -14,6 +14,7 @@ import { CoreV1Api, CustomObjectsApi, EventsV1Api } from '@kubernetes/client-nod
 import { engineSocketPath } from '../../driver/csi/node-topology.js';
 import { credentialSecretName } from '../../driver/dataplane/credentials.js';
 import { ReplicaClient, ReplicaError } from '../../driver/replica/client.js';
+import { META_FILE } from '../../driver/replica/metadata.js';
 import { toolPath } from '../../lab/tools.js';
 import type { MigrationRecord, Volume } from '../../lib/api/volume.js';
 import { run } from '../../lib/exec.js';
@@ -105,6 +106,18 @@ describe('migrator: every migration ends in one fenced engine', () => {
     );
     const id = created.volume.volume_id;
     pvs.push(id);
+    // Every replica made on its node before the first engine starts. An engine that finds one
+    // missing fences it, and a migration never rebuilds it, so the next test's node loss would
+    // leave no readable replica. A data plane the previous test restarted is still catching up on
+    // the volumes it had (seen in CI: SourceNodeLost, its replica made 0.2 s after the engine).
+    await eventually(async () => {
+      const replicas = (await volumes.get(id)).status?.replicas ?? [];
+      const made = replicas.filter((r) => {
+        const dataDir = stack.nodes.find((n) => n.name === r.node)?.dataDir;
+        return dataDir !== undefined && existsSync(join(dataDir, id, META_FILE));
+      });
+      return replicas.length === 2 && made.length === 2 ? true : undefined;
+    }, 30_000);
     await createBoundBlockPv(core, id, { namespace, name: claim }, '16Mi');
     const vm = `vm-${tag}`;
     const vmiUid = await kv.createVmi(vm, n1);
