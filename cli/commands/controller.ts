@@ -4,6 +4,7 @@ import { KubeControllerCluster } from '../../driver/controller/cluster.js';
 import { runLeaderDuties } from '../../driver/controller/leader-duties.js';
 import { controllerHandlers } from '../../driver/controller/service.js';
 import { KubeShareCluster } from '../../driver/controller/share-cluster.js';
+import { ShareControllerMetrics } from '../../driver/controller/share-metrics.js';
 import { ShareReconciler } from '../../driver/controller/share-reconciler.js';
 import { identityHandlers } from '../../driver/csi/identity.js';
 import { csiServices } from '../../driver/csi/proto.js';
@@ -135,8 +136,10 @@ export function controllerCommand() {
           ? true
           : `the CSI socket ${server.path} does not accept connections`;
       };
+      const registry = createRegistry('controller');
+      const shareMetrics = new ShareControllerMetrics(registry);
       const metrics = await serveAdmin(
-        createRegistry('controller'),
+        registry,
         options.metricsAddress.host,
         options.metricsAddress.port,
         {},
@@ -167,6 +170,7 @@ export function controllerCommand() {
                   events,
                   log,
                   engineWaitMs: options.engineWait,
+                  metrics: shareMetrics,
                   pod: {
                     namespace: options.namespace,
                     ...shareImage,

@@ -63,7 +63,12 @@ describe('what the controller does for a share manager', () => {
     );
     expect(actions).toEqual([
       { kind: 'clearEndpoints' },
-      { kind: 'deletePod', force: false, reason: 'the share manager share-manager-pvc-1 ended (Failed)' },
+      {
+        kind: 'deletePod',
+        force: false,
+        reason: 'the share manager share-manager-pvc-1 ended (Failed)',
+        cause: 'ended',
+      },
       expect.objectContaining({ reason: 'ShareManagerFailedOver' }),
     ]);
   });
@@ -88,14 +93,24 @@ describe('what the controller does for a share manager', () => {
     );
     expect(actions.slice(0, 2)).toEqual([
       { kind: 'clearEndpoints' },
-      { kind: 'deletePod', force: true, reason: expect.stringMatching(/node node-1 is lost/) },
+      {
+        kind: 'deletePod',
+        force: true,
+        reason: expect.stringMatching(/node node-1 is lost/),
+        cause: 'node_lost',
+      },
     ]);
   });
 
   test('heartbeat expired (fast failover): replaced within the lease, not after pod eviction', () => {
     const heartbeat = { holder: 'uid-2', leaseSeconds: 6, renewTimeMs: NOW - 9_000 };
     expect(decideShare(state({ pod: running(), heartbeat }))).toEqual([
-      { kind: 'deletePod', force: true, reason: expect.stringMatching(/stopped renewing its heartbeat/) },
+      {
+        kind: 'deletePod',
+        force: true,
+        reason: expect.stringMatching(/stopped renewing its heartbeat/),
+        cause: 'heartbeat_expired',
+      },
       expect.objectContaining({ reason: 'ShareManagerFailedOver' }),
     ]);
     // Within the lease plus slack: alive.

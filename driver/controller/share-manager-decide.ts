@@ -51,7 +51,7 @@ export interface ShareState {
 export type ShareAction =
   | { kind: 'createService' }
   | { kind: 'createPod' }
-  | { kind: 'deletePod'; force: boolean; reason: string }
+  | { kind: 'deletePod'; force: boolean; reason: string; cause?: FailoverCause }
   | { kind: 'clearEndpoints' }
   | { kind: 'moveEngine'; to: string }
   | { kind: 'releaseEngine' }
@@ -59,6 +59,9 @@ export type ShareAction =
   | { kind: 'event'; type: 'Normal' | 'Warning'; reason: ShareEventReason; message: string };
 
 export type ShareEventReason = 'ShareManagerFailedOver' | 'ShareManagerUnschedulable';
+
+/** Why a share manager is replaced: its Pod ended, its node is lost, or its heartbeat stopped. */
+export type FailoverCause = 'ended' | 'node_lost' | 'heartbeat_expired';
 
 /** Grace on top of the Lease's duration before a missed heartbeat counts (clock skew, API latency). */
 const HEARTBEAT_SLACK_MS = 2_000;
@@ -73,19 +76,25 @@ function heartbeatExpired(pod: SharePodState, heartbeat: HeartbeatState | undefi
 function replacementReason(
   state: ShareState,
   pod: SharePodState,
-): { reason: string; force: boolean } | undefined {
+): { reason: string; force: boolean; cause: FailoverCause } | undefined {
   if (pod.phase === 'Failed' || pod.phase === 'Succeeded')
     return {
       reason: `the share manager ${pod.name} ended (${pod.phase})${pod.exitMessage ? `: ${pod.exitMessage}` : ''}`,
       force: false,
+      cause: 'ended',
     };
   if (pod.nodeName !== undefined && !state.nodeAlive(pod.nodeName))
     return {
       reason: `node ${pod.nodeName} is lost (its data plane stopped renewing its registration)`,
       force: true,
+      cause: 'node_lost',
     };
   if (heartbeatExpired(pod, state.heartbeat, state.nowMs))
-    return { reason: `the share manager ${pod.name} stopped renewing its heartbeat`, force: true };
+    return {
+      reason: `the share manager ${pod.name} stopped renewing its heartbeat`,
+      force: true,
+      cause: 'heartbeat_expired',
+    };
   return undefined;
 }
 
@@ -107,7 +116,7 @@ export function decideShare(state: ShareState): ShareAction[] {
   const replace = replacementReason(state, pod);
   if (replace !== undefined) {
     if (state.advertised.length > 0) actions.push({ kind: 'clearEndpoints' });
-    actions.push({ kind: 'deletePod', force: replace.force, reason: replace.reason });
+    actions.push({ kind: 'deletePod', force: replace.force, reason: replace.reason, cause: replace.cause });
     actions.push({
       kind: 'event',
       type: 'Warning',

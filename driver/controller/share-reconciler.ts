@@ -21,6 +21,7 @@ import {
   shareManagerPod,
   shareManagerService,
 } from './share-manager-objects.js';
+import type { ShareControllerMetrics } from './share-metrics.js';
 import { type EventSink, eventSubject } from './volume-events.js';
 
 export interface ShareReconcilerOptions {
@@ -31,6 +32,7 @@ export interface ShareReconcilerOptions {
   pod: Omit<ShareManagerPodOptions, 'fsType'>;
   engineWaitMs?: number;
   now?: () => number;
+  metrics?: ShareControllerMetrics;
 }
 
 /** First delay after the second failure in a row, doubling up to the maximum (the kubelet's numbers). */
@@ -48,6 +50,8 @@ export class ShareReconciler {
   readonly #crashes = new Map<string, { count: number; notBeforeMs: number }>();
   /** Pod UIDs that served (advertised themselves): a crash after serving is a failover, not a loop. */
   readonly #served = new Set<string>();
+  /** Pod UIDs whose replacement was counted (a deletion is retried until the Pod is gone). */
+  readonly #counted = new Set<string>();
 
   constructor(options: ShareReconcilerOptions) {
     this.#options = options;
@@ -89,6 +93,10 @@ export class ShareReconciler {
     // Nodes whose data plane stopped renewing its registration: the scheduler may still see them
     // Ready (the node controller takes longer), but no engine can run there.
     const lostNodes = nodes.filter((n) => !isAlive(n, nowMs)).map((n) => n.node);
+    // A Pod that took the heartbeat has served (it does so as it publishes its endpoint), even if
+    // no pass saw it advertised (a controller that took over the lead, a short life).
+    if (objects.pod !== undefined && objects.heartbeat?.holder === objects.pod.uid)
+      this.#served.add(objects.pod.uid);
     for (const action of actions) await this.#carryOut(volume, action, objects.pod, nowMs, lostNodes);
     // Serving: the Pod runs on its engine's node and advertises itself.
     const pod = objects.pod;
@@ -146,8 +154,15 @@ export class ShareReconciler {
               'share manager keeps failing before it serves; backing off',
             );
         }
-        this.#served.delete(podUid);
         await shares.deletePod(id, podUid, action.force);
+        if (action.cause !== undefined && !this.#counted.has(podUid)) {
+          this.#counted.add(podUid);
+          this.#options.metrics?.failovers.inc({
+            // A Pod that ended before it ever served is a crash loop, not a failover.
+            cause: action.cause === 'ended' && !this.#served.has(podUid) ? 'failed_start' : action.cause,
+          });
+        }
+        this.#served.delete(podUid);
         log.warn({ volume: id, reason: action.reason, force: action.force }, 'share manager Pod deleted');
         return;
       case 'clearEndpoints':

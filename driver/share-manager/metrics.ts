@@ -4,7 +4,7 @@
  * connected right now, counted at scrape time from the kernel's TCP table (established
  * connections to the export's address and port) rather than guessed from Ganesha's log, and the
  * NFS requests Ganesha served, from its own statistics (ganesha-dbus.ts).
- * Failovers are counted by the controller, which decides them.
+ * Failovers are counted by the controller, which decides them (driver/controller/share-metrics.ts).
  */
 import { readFile } from 'node:fs/promises';
 import { Counter, Gauge, type Registry } from 'prom-client';

@@ -16,6 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { dumpYaml, type KubernetesObject } from '@kubernetes/client-node';
 import { Registry } from 'prom-client';
+import { ShareControllerMetrics } from '../../driver/controller/share-metrics.js';
 import { EngineMetrics } from '../../driver/engine/metrics.js';
 import { ReplicaServerMetrics } from '../../driver/replica/metrics.js';
 import { ShareManagerMetrics } from '../../driver/share-manager/metrics.js';
@@ -101,14 +102,21 @@ function shareManagerRegistry(): Registry {
   return m.registry;
 }
 
-/** Each component's /metrics body. The controller and the node plugin register process metrics only. */
+/** The controller: process metrics and the share-manager replacements it decides. */
+function controllerRegistry(): Registry {
+  const registry = createRegistry('controller');
+  new ShareControllerMetrics(registry).failovers.inc({ cause: 'node_lost' });
+  return registry;
+}
+
+/** Each component's /metrics body. The node plugin registers process metrics only. */
 async function expositions(): Promise<Record<string, string>> {
   const registries: Record<string, Registry> = {
     migrator: migratorRegistry(),
     dataplane: dataplaneRegistry(),
     webhook: webhookRegistry(),
     'share-manager': shareManagerRegistry(),
-    controller: createRegistry('controller'),
+    controller: controllerRegistry(),
     node: createRegistry('node'),
   };
   const out: Record<string, string> = {};

@@ -23,6 +23,7 @@ import { KubeControllerCluster } from '../../driver/controller/cluster.js';
 import { deleteVolume } from '../../driver/controller/provision.js';
 import { controllerPublishVolume } from '../../driver/controller/publish.js';
 import { KubeShareCluster } from '../../driver/controller/share-cluster.js';
+import { ShareControllerMetrics } from '../../driver/controller/share-metrics.js';
 import { ShareReconciler } from '../../driver/controller/share-reconciler.js';
 import type { EventSink } from '../../driver/controller/volume-events.js';
 import { NFS_OPTIONS_KEY, NFS_SERVER_KEY } from '../../driver/csi/publish-context.js';
@@ -38,6 +39,7 @@ import { newVolume, type Volume } from '../../lib/api/volume.js';
 import { KubeLeaseApi } from '../../lib/kube/leader-election.js';
 import { VolumeClient } from '../../lib/kube/volumes.js';
 import { silentLogger } from '../../lib/log.js';
+import { createRegistry } from '../../lib/metrics.js';
 import { eventually, testKubeConfig, uniqueName } from '../harness/cluster.js';
 import { mountCapability } from '../harness/csi-requests.js';
 
@@ -54,11 +56,17 @@ const cluster = new KubeControllerCluster(kc, namespace);
 const shares = new KubeShareCluster(kc, namespace);
 const events: { reason: string; type: string; message: string }[] = [];
 const sink: EventSink = { record: (_, e) => events.push(e) };
+const shareMetrics = new ShareControllerMetrics(createRegistry('share-reconciler-test'));
+/** Replacements the reconciler counted for `cause`. */
+async function failovers(cause: string): Promise<number> {
+  return (await shareMetrics.failovers.get()).values.find((v) => v.labels.cause === cause)?.value ?? 0;
+}
 const reconciler = new ShareReconciler({
   cluster,
   shares,
   events: sink,
   log,
+  metrics: shareMetrics,
   engineWaitMs: 10_000,
   pod: {
     namespace,
@@ -291,6 +299,7 @@ test('a share manager whose heartbeat stopped is replaced: endpoint cleared, Pod
   });
   // Forced (no grace): the Pod is gone at once, and the next pass makes its successor.
   expect((await readPod())?.metadata?.uid).not.toBe(before?.metadata?.uid);
+  expect(await failovers('heartbeat_expired')).toBe(1);
   await pass();
   const next = await readPod();
   expect(next?.metadata?.uid).toBeDefined();
@@ -306,9 +315,15 @@ test("a share manager on a lost node is force-deleted and its successor's node g
   lostNodes.add('node-3');
   await pass();
   expect(events.at(-1)?.message).toMatch(/node node-3 is lost/);
+  expect(await failovers('node_lost')).toBe(1);
   await pass();
   const next = await readPod();
   expect(next?.metadata?.uid).not.toBe(lostPod?.metadata?.uid);
+  // The scheduler may still see node-3 Ready; the successor is kept off it all the same.
+  expect(
+    next?.spec?.affinity?.nodeAffinity?.requiredDuringSchedulingIgnoredDuringExecution?.nodeSelectorTerms[0]
+      ?.matchExpressions,
+  ).toContainEqual({ key: 'topology.csi.tandem.dev/node', operator: 'NotIn', values: ['node-3'] });
   await scheduleAndRun('node-2');
   const epochBefore = (await volumes.get(volumeId)).status?.epoch ?? 0;
   await pass();
@@ -323,8 +338,11 @@ test("a share manager on a lost node is force-deleted and its successor's node g
 
 test('share managers that keep failing before they serve are retried ever more slowly, like CrashLoopBackOff', async () => {
   await setPodStatus({ phase: 'Failed' });
+  const crashesBefore = await failovers('failed_start');
   await pass(); // the first failure in a row: replaced at once
   expect(events.at(-1)?.message).toMatch(/ended \(Failed\)/);
+  // It never served: a failed start, not a failover.
+  expect(await failovers('failed_start')).toBe(crashesBefore + 1);
   await pass();
   const second = await readPod();
   expect(second?.metadata?.uid).toBeDefined();
