@@ -152,18 +152,20 @@ export class ShareManager {
     // the device is attached afresh to the engine serving now.
     await releaseShare(options);
     await releaseDeadSharesHere(options, volumeId);
-    await nodeStageVolume(
-      env,
-      {
-        volume_id: volumeId,
-        staging_target_path: layout.mount,
-        volume_capability: capability,
-      },
-      context,
-    );
     let ganesha: RunningGanesha | undefined;
     let bus: PrivateBus | undefined;
     try {
+      // Inside the try: a stage that fails after attaching (a mount the kernel refuses) must
+      // detach while nbdfuse still runs, or its loop device outlives this Pod unnamed.
+      await nodeStageVolume(
+        env,
+        {
+          volume_id: volumeId,
+          staging_target_path: layout.mount,
+          volume_capability: capability,
+        },
+        context,
+      );
       const device = await env.ops.attachedDevice(volumeId);
       if (device === undefined) throw new Error(`volume ${volumeId} is staged but has no block device`);
       const growth = new GrowthWatch({
