@@ -119,6 +119,20 @@ async function servedBy(notUid?: string, vol = volume): Promise<{ uid: string; n
   return found as { uid: string; node: string };
 }
 
+/** The date file as a client new to the server reads it from node-1, once it can (grace, a move). */
+async function dateReadBack(ownerId: string, when: string): Promise<string> {
+  let read: ProbeResult | undefined;
+  await waitFor(
+    `the file read back ${when}`,
+    async () => {
+      read = await probe('node-1', { ownerId, op: 'read', path: '/date.txt', graceMs: 60_000 });
+      return read.ok;
+    },
+    180_000,
+  );
+  return Buffer.from(read?.data ?? '', 'base64').toString();
+}
+
 beforeAll(async () => {
   env = await startTandemCluster(3);
   const sharedClass = (name: string, parameters: Record<string, string>) => ({
@@ -266,24 +280,11 @@ describe('an RWX claim served over NFS on real nodes', () => {
     for (const pid of pids) process.kill(pid, 'SIGKILL');
     const after = await servedBy(before.uid);
     expect(['node-2', 'node-3']).toContain(after.node);
-    let read: ProbeResult | undefined;
-    await waitFor(
-      'the file read back after the failover',
-      async () => {
-        read = await probe('node-1', {
-          ownerId: 'node-1-after',
-          op: 'read',
-          path: '/date.txt',
-          graceMs: 60_000,
-        });
-        return read.ok;
-      },
-      180_000,
-    );
+    const read = await dateReadBack('node-1-after', 'after the failover');
     console.log(
       `share manager failover: ${before.node} → ${after.node}, first successful read ${Date.now() - killedAt} ms after the kill`,
     );
-    expect(Buffer.from(read?.data ?? '', 'base64').toString()).toMatch(/^\d{4}-\d\d-\d\dT/);
+    expect(read).toMatch(/^\d{4}-\d\d-\d\dT/);
     expect((await env.events(NS, 'shared')).join('\n')).toMatch(/ShareManagerFailedOver/);
   }, 400_000);
   it("its node's link cut: a new share manager on the other allowed node, never on the lost one; the file read back", async () => {
@@ -299,24 +300,11 @@ describe('an RWX claim served over NFS on real nodes', () => {
       expect(after.node).not.toBe(before.node);
       expect(['node-2', 'node-3']).toContain(after.node);
       const servedAt = Date.now();
-      let read: ProbeResult | undefined;
-      await waitFor(
-        'the file read back after the node was lost',
-        async () => {
-          read = await probe('node-1', {
-            ownerId: 'node-1-after-cut',
-            op: 'read',
-            path: '/date.txt',
-            graceMs: 60_000,
-          });
-          return read.ok;
-        },
-        180_000,
-      );
+      const read = await dateReadBack('node-1-after-cut', 'after the node was lost');
       console.log(
         `share manager on a cut node: ${before.node} → ${after.node} serving ${servedAt - cutAt} ms after the cut, first read ${Date.now() - cutAt} ms`,
       );
-      expect(Buffer.from(read?.data ?? '', 'base64').toString()).toMatch(/^\d{4}-\d\d-\d\dT/);
+      expect(read).toMatch(/^\d{4}-\d\d-\d\dT/);
       expect((await env.events(NS, 'shared')).join('\n')).toMatch(/ShareManagerFailedOver.*(lost|heartbeat)/);
     } finally {
       await env.cluster.network.restoreLink(lost.node);
