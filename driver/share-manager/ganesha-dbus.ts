@@ -11,7 +11,7 @@
  * Without dbus-daemon the share manager serves all the same; only the operation counts are missing.
  */
 import { existsSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { run } from '../../lib/exec.js';
@@ -76,6 +76,9 @@ export class PrivateBus {
     const socket = join(runDir, 'bus');
     const config = join(runDir, 'bus.conf');
     await writeFile(config, privateBusConfig(socket), { mode: 0o600 });
+    // The run folder is on the node: a killed predecessor here left its socket, which would make
+    // dbus-daemon refuse to bind ("Address already in use") and pass the wait below at once.
+    await rm(socket, { force: true });
     const service = new Service({
       name: 'dbus-daemon',
       command: 'dbus-daemon',

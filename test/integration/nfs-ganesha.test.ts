@@ -9,7 +9,7 @@
  */
 
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, expect, jest, test } from '@jest/globals';
@@ -98,6 +98,8 @@ test('serves NFSv4.1 with the pinned scope and refuses NFSv4.0 clients (libnfs)'
 test("Ganesha's own statistics on the share manager's private bus: NFSv4.1 requests counted as clients send them", async () => {
   const runDir = join(root, 'run-bus');
   await mkdir(runDir, { recursive: true });
+  // What a SIGKILLed share manager leaves in its run folder on the node: its bus socket.
+  await writeFile(join(runDir, 'bus'), '');
   const bus = await PrivateBus.start(runDir);
   expect(bus).toBeDefined();
   if (bus === undefined) return;
