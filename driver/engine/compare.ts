@@ -37,7 +37,10 @@ export interface CompareOptions {
 }
 
 /** Compares `targets` (the first is the reference) block by block over every allocated window. */
-export async function compareReplicas(targets: Target[], options: CompareOptions): Promise<CompareReport> {
+export async function compareReplicas(
+  targets: readonly Target[],
+  options: CompareOptions,
+): Promise<CompareReport> {
   const blockSize = options.blockSize ?? DEFAULT_HASH_BLOCK;
   const report: CompareReport = { comparedBytes: 0, skippedBytes: 0, divergent: [] };
   const [reference, ...others] = targets;
@@ -78,7 +81,7 @@ export async function compareReplicas(targets: Target[], options: CompareOptions
 
 /** The union of the replicas' allocated extents in a window. */
 async function allocatedWindows(
-  targets: Target[],
+  targets: readonly Target[],
   offset: number,
   length: number,
 ): Promise<{ offset: number; length: number }[]> {

@@ -49,6 +49,16 @@ export class Engine implements BlockDevice {
         const readable = this.#usable().readable();
         const chosen = readable[0];
         if (chosen === undefined) throw new NoReplicaError('no readable replica');
+        if (!this.#set.shared) {
+          // One engine: nothing to validate against, so no probes and no settled-array bookkeeping.
+          try {
+            return await chosen.link.read(offset, length);
+          } catch (err) {
+            const stale = isStale(err);
+            await this.#set.recover(stale ? [] : [chosen.link], stale);
+            continue;
+          }
+        }
         const others = this.#set.shared ? this.#set.writable().filter((t) => t.link !== chosen.link) : [];
         const [data, ...probes] = await Promise.allSettled([
           chosen.link.read(offset, length),
@@ -95,18 +105,25 @@ export class Engine implements BlockDevice {
     try {
       const done = new Set<ReplicaLink>();
       for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-        const pending = this.#usable()
-          .writable()
-          .filter((t) => !done.has(t.link));
+        const writable = this.#usable().writable();
+        const pending = done.size === 0 ? writable : writable.filter((t) => !done.has(t.link));
         if (pending.length === 0) {
           if (this.#set.readable().some((t) => done.has(t.link))) return;
           throw new NoReplicaError('no replica to write to');
         }
         const links = pending.map((t) => t.link);
         const results = await Promise.allSettled(links.map(send));
-        results.forEach((r, i) => {
-          if (r.status === 'fulfilled') done.add(links[i] as ReplicaLink);
-        });
+        let failures = 0;
+        for (let i = 0; i < results.length; i++) {
+          if (results[i]?.status === 'fulfilled') done.add(links[i] as ReplicaLink);
+          else failures++;
+        }
+        // Every replica took it and the membership did not change meanwhile (the set's cached list
+        // is the same array): what the next round would check, without computing it again.
+        if (failures === 0 && this.#set.writable() === writable && pending === writable) {
+          if (this.#set.readable().some((t) => done.has(t.link))) return;
+        }
+        if (failures === 0) continue;
         const outcome = classify(results, links);
         if (outcome.failed.length > 0 || outcome.stale)
           await this.#set.recover(outcome.failed, outcome.stale).catch((err: unknown) => {

@@ -12,7 +12,7 @@ import { timingSafeEqual } from 'node:crypto';
 import type { Logger } from 'pino';
 import { ReplicaError } from '../replica/client.js';
 import { MAX_PAYLOAD } from '../replica/protocol.js';
-import { admitEpoch, checkRange, failureOf, flushReplica, mutate } from '../replica/replica-ops.js';
+import { admitEpoch, atEpoch, checkRange, failureOf, flushReplica, mutate } from '../replica/replica-ops.js';
 import type { OpenVolume, VolumeRegistry } from '../replica/volume-registry.js';
 import type { ReplicaLink } from './replica-set.js';
 
@@ -111,7 +111,7 @@ export class LocalReplicaLink implements ReplicaLink {
 
   read(offset: number, length: number): Promise<Buffer> {
     return this.#call(async (open, epoch) => {
-      await admitEpoch(open, epoch, this.#log);
+      if (!atEpoch(open, epoch)) await admitEpoch(open, epoch, this.#log);
       const at = checkRange(open, offset, length);
       if (length > MAX_PAYLOAD) throw new ReplicaError('TOO_LARGE', `READ over ${MAX_PAYLOAD} bytes`);
       return length === 0 ? Buffer.alloc(0) : open.store.read(at, length);
@@ -132,7 +132,7 @@ export class LocalReplicaLink implements ReplicaLink {
 
   flush(): Promise<void> {
     return this.#call(async (open, epoch) => {
-      await admitEpoch(open, epoch, this.#log);
+      if (!atEpoch(open, epoch)) await admitEpoch(open, epoch, this.#log);
       await flushReplica(open);
     });
   }
@@ -143,14 +143,14 @@ export class LocalReplicaLink implements ReplicaLink {
 
   extents(offset: number, length: number): Promise<{ offset: number; length: number }[]> {
     return this.#call(async (open, epoch) => {
-      await admitEpoch(open, epoch, this.#log);
+      if (!atEpoch(open, epoch)) await admitEpoch(open, epoch, this.#log);
       return open.store.extents(checkRange(open, offset, length), length);
     });
   }
 
   hash(offset: number, length: number, blockSize: number): Promise<Buffer[]> {
     return this.#call(async (open, epoch) => {
-      await admitEpoch(open, epoch, this.#log);
+      if (!atEpoch(open, epoch)) await admitEpoch(open, epoch, this.#log);
       return open.store.hash(checkRange(open, offset, length), length, blockSize);
     });
   }
@@ -166,7 +166,7 @@ export class LocalReplicaLink implements ReplicaLink {
     op: (open: OpenVolume, at: number) => Promise<void>,
   ): Promise<void> {
     return this.#call(async (open, epoch) => {
-      await admitEpoch(open, epoch, this.#log);
+      if (!atEpoch(open, epoch)) await admitEpoch(open, epoch, this.#log);
       const at = checkRange(open, offset, length);
       await mutate(open, epoch, fua, () => op(open, at));
     });

@@ -60,7 +60,7 @@ export interface ResizeResult {
  * at that offset passes a replica's range check only when its size is at least that (no I/O, no
  * protocol change; a live grow shows at once, whereas the size in a TCP link is HELLO's).
  */
-export async function shorterThan(targets: Target[], sizeBytes: number): Promise<string[]> {
+export async function shorterThan(targets: readonly Target[], sizeBytes: number): Promise<string[]> {
   const checks = await Promise.allSettled(targets.map((t) => t.link.read(sizeBytes, 0)));
   return targets.filter((_, i) => checks[i]?.status !== 'fulfilled').map((t) => t.member.node);
 }

@@ -43,6 +43,8 @@ export class ReplicaSet {
   #chain: Promise<unknown> = Promise.resolve();
   #superseded = false;
   #size = 0;
+  /** readable() and writable() for the current record and links; dropped on every change of either. */
+  #cache: { readable: Target[]; writable: Target[] } | undefined;
   /** Called after every adopted record (metrics, rebuild scheduling). */
   onChange: (record: Membership) => void = () => undefined;
 
@@ -91,27 +93,39 @@ export class ReplicaSet {
     return this.#links.get(node);
   }
 
-  /** Replicas that serve reads, the local one first (open links only). */
-  readable(): Target[] {
-    return this.#targets((m) => m.mode === 'ReadWrite', false).sort(
-      (a, b) => Number(b.member.node === this.localNode) - Number(a.member.node === this.localNode),
-    );
+  /**
+   * Replicas that serve reads, the local one first (open links only). The lists are computed once
+   * per change of the record or the links (every I/O asks for one), so callers must not modify them.
+   */
+  readable(): readonly Target[] {
+    const all = this.#lists().readable;
+    return all.some((t) => t.link.closed) ? all.filter((t) => !t.link.closed) : all;
   }
 
   /**
    * Replicas every write goes to: readable ones plus write-only ones being rebuilt, closed links
    * included (a write must reach a member or fence it, never skip it while the record lists it).
    */
-  writable(): Target[] {
-    return this.#targets((m) => m.mode !== 'Failed', true);
+  writable(): readonly Target[] {
+    return this.#lists().writable;
   }
 
-  #targets(keep: (m: ReplicaMember) => boolean, includeClosed: boolean): Target[] {
+  #lists(): { readable: Target[]; writable: Target[] } {
+    if (this.#cache === undefined) {
+      const readable = this.#targets((m) => m.mode === 'ReadWrite').sort(
+        (a, b) => Number(b.member.node === this.localNode) - Number(a.member.node === this.localNode),
+      );
+      this.#cache = { readable, writable: this.#targets((m) => m.mode !== 'Failed') };
+    }
+    return this.#cache;
+  }
+
+  #targets(keep: (m: ReplicaMember) => boolean): Target[] {
     if (this.#superseded || this.#record === undefined) return [];
     const out: Target[] = [];
     for (const member of this.#record.replicas) {
       const link = this.#links.get(member.node);
-      if (keep(member) && link !== undefined && (includeClosed || !link.closed)) out.push({ member, link });
+      if (keep(member) && link !== undefined) out.push({ member, link });
     }
     return out;
   }
@@ -207,7 +221,7 @@ export class ReplicaSet {
         );
         return { ...current, replicas };
       });
-      if (record.epoch === expected) this.#record = record;
+      if (record.epoch === expected) this.#setRecord(record);
     });
   }
 
@@ -235,6 +249,7 @@ export class ReplicaSet {
         this.#log.warn({ err }, 'could not remove this engine from the volume record'),
       );
     this.#superseded = true;
+    this.#cache = undefined;
     const epoch = BigInt(record?.epoch ?? 0);
     const links = [...this.#links.values()].filter((link) => link.epoch < epoch);
     for (const link of links) link.epoch = epoch;
@@ -245,6 +260,7 @@ export class ReplicaSet {
   closeLinks(): void {
     for (const link of this.#links.values()) link.close();
     this.#links.clear();
+    this.#cache = undefined;
   }
 
   /**
@@ -284,6 +300,7 @@ export class ReplicaSet {
         this.#links.get(node)?.close();
         this.#links.set(node, link);
       }
+      this.#cache = undefined;
       const expected = this.record.epoch;
       // The store may run the change more than once (lost races); the last run decides.
       let applied = false;
@@ -295,6 +312,11 @@ export class ReplicaSet {
       await this.#settle(record, false);
       return applied && record.epoch !== expected;
     });
+  }
+
+  #setRecord(record: Membership): void {
+    this.#record = record;
+    this.#cache = undefined;
   }
 
   async #refresh(): Promise<void> {
@@ -370,18 +392,19 @@ export class ReplicaSet {
     if (!record.engines.some((e) => e.id === this.engineId)) {
       this.#superseded = true;
       this.closeLinks();
-      this.#record = record;
+      this.#setRecord(record);
       throw new SupersededError(
         `engine ${this.engineId} is no longer an engine of this volume (epoch ${record.epoch})`,
       );
     }
-    this.#record = record;
+    this.#setRecord(record);
     const epoch = BigInt(record.epoch);
     const active = new Set(record.replicas.filter((r) => r.mode !== 'Failed').map((r) => r.node));
     for (const [node, link] of this.#links) {
       if (!active.has(node) || link.closed) {
         link.close();
         this.#links.delete(node);
+        this.#cache = undefined;
       }
     }
     const failed: string[] = [];
@@ -395,6 +418,7 @@ export class ReplicaSet {
             if (link === undefined) {
               link = await this.#connect(member, epoch);
               this.#links.set(member.node, link);
+              this.#cache = undefined;
             }
             link.epoch = epoch;
             await link.probe();
@@ -409,6 +433,7 @@ export class ReplicaSet {
             );
             this.#links.get(member.node)?.close();
             this.#links.delete(member.node);
+            this.#cache = undefined;
             failed.push(member.node);
           }
         }),

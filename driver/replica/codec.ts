@@ -25,6 +25,7 @@ import {
   REPLY_BIT,
   type RequestOp,
   requestOpOf,
+  Status,
   statusOf,
 } from './wire.js';
 
@@ -196,6 +197,17 @@ export function buildFrame(h: RawHeader, payload: Buffer): DecodedFrame {
 }
 
 function buildRequest(op: RequestOp, h: RawHeader, payload: Buffer): DecodedFrame {
+  // The I/O requests as literals of one shape each (no spreads): they are built for every request.
+  const { requestId, epoch, offset, length } = h;
+  if (op === 'WRITE') {
+    const fua = (h.flags & Flag.FUA) !== 0;
+    return {
+      type: 'frame',
+      frame: { kind: 'request', requestId, epoch, op, offset, length, fua, data: payload },
+    };
+  }
+  if (op === 'READ')
+    return { type: 'frame', frame: { kind: 'request', requestId, epoch, op, offset, length } };
   const base = { kind: 'request' as const, requestId: h.requestId, epoch: h.epoch };
   const range = { offset: h.offset, length: h.length };
   const fua = (h.flags & Flag.FUA) !== 0;
@@ -212,15 +224,12 @@ function buildRequest(op: RequestOp, h: RawHeader, payload: Buffer): DecodedFram
       if (!validBlockSize(blockSize)) return fatal('malformed-hash', `invalid HASH block size ${blockSize}`);
       return { type: 'frame', frame: { ...base, op, ...range, blockSize } };
     }
-    case 'WRITE':
-      return { type: 'frame', frame: { ...base, op, ...range, fua, data: payload } };
     case 'TRIM':
       return { type: 'frame', frame: { ...base, op, ...range, fua } };
     case 'WRITE_ZEROES':
       return { type: 'frame', frame: { ...base, op, ...range, fua, noHole: (h.flags & Flag.NO_HOLE) !== 0 } };
     case 'FLUSH':
       return { type: 'frame', frame: { ...base, op } };
-    case 'READ':
     case 'EXTENTS':
       return { type: 'frame', frame: { ...base, op, ...range } };
   }
@@ -238,6 +247,23 @@ function replyBase(h: RawHeader) {
 }
 
 function buildReply(op: RequestOp, h: RawHeader, payload: Buffer): DecodedFrame {
+  const { requestId, epoch, offset, length } = h;
+  if (h.flags === Status.OK && (op === 'WRITE' || op === 'READ')) {
+    const frame =
+      op === 'READ'
+        ? {
+            kind: 'reply' as const,
+            requestId,
+            epoch,
+            offset,
+            length,
+            op,
+            status: 'OK' as const,
+            data: payload,
+          }
+        : { kind: 'reply' as const, requestId, epoch, offset, length, op, status: 'OK' as const };
+    return { type: 'frame', frame };
+  }
   const base = replyBase(h);
   const status = statusOf(h.flags);
   if (status === undefined) return fatal('unknown-status', `unknown status ${h.flags}`); // checkHeader already refused it

@@ -22,6 +22,11 @@ function stale(open: OpenVolume, epoch: bigint): RequestFailure {
   return new RequestFailure('STALE_EPOCH', `epoch ${epoch} is older than the replica's ${open.store.epoch}`);
 }
 
+/** True when `epoch` is the replica's: the common case, which needs no admitEpoch call (and no promise). */
+export function atEpoch(open: OpenVolume, epoch: bigint): boolean {
+  return epoch === BigInt(open.store.epoch);
+}
+
 /** Refuses an older epoch; persists a newer one once the older epoch's mutations have finished. */
 export async function admitEpoch(open: OpenVolume, epoch: bigint, log: Logger): Promise<void> {
   const current = BigInt(open.store.epoch);
@@ -53,10 +58,7 @@ export async function mutate(
   // The epoch may have moved while the dirty flag was written.
   if (epoch < BigInt(open.store.epoch)) throw stale(open, epoch);
   open.startedMutations += 1;
-  const work = (async () => {
-    await op();
-    if (fua) await open.store.flush();
-  })();
+  const work = fua ? op().then(() => open.store.flush()) : op();
   open.inflight.set(work, epoch);
   try {
     await work;

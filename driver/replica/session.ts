@@ -24,12 +24,31 @@ import {
   type Request,
   verifyHello,
 } from './protocol.js';
-import { admitEpoch, checkRange, failureOf, flushReplica, mutate, RequestFailure } from './replica-ops.js';
+import {
+  admitEpoch,
+  atEpoch,
+  checkRange,
+  failureOf,
+  flushReplica,
+  mutate,
+  RequestFailure,
+} from './replica-ops.js';
 import type { OpenVolume, VolumeRegistry } from './volume-registry.js';
 
 /** Stop reading from a connection with this many requests in progress (backpressure). */
 const MAX_INFLIGHT = 256;
 const EXTENTS_MAX = Math.floor(MAX_PAYLOAD / 16);
+const EMPTY = Buffer.alloc(0);
+
+function okReply(
+  requestId: bigint,
+  op: 'WRITE' | 'FLUSH',
+  offset: bigint,
+  length: number,
+  epoch: bigint,
+): Reply {
+  return { kind: 'reply', requestId, offset, length, op, status: 'OK', epoch };
+}
 
 export class ReplicaSession {
   readonly #socket: Socket;
@@ -76,23 +95,28 @@ export class ReplicaSession {
   #dispatch(request: Request): void {
     this.#inflight += 1;
     if (this.#inflight >= MAX_INFLIGHT) this.#socket.pause();
-    const started = process.hrtime.bigint();
-    this.#handle(request)
-      .catch((err: unknown) => this.#errorReply(request, err))
-      .then((reply) => {
-        this.#send(reply);
-        const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-        const volume = this.#volume?.name ?? '';
-        this.#metrics.requests.inc({ volume, op: request.op, status: reply.status });
-        this.#metrics.latency.observe({ op: request.op }, seconds);
-        if (reply.status === 'OK' && (request.op === 'READ' || request.op === 'WRITE')) {
-          this.#metrics.bytes.inc({ volume, op: request.op }, request.length);
-        }
-      })
-      .finally(() => {
-        this.#inflight -= 1;
-        if (this.#inflight < MAX_INFLIGHT / 2 && !this.#closed) this.#socket.resume();
-      });
+    const started = performance.now();
+    // Two callbacks instead of a catch/then/finally chain: three promises fewer per request.
+    this.#handle(request).then(
+      (reply) => this.#finish(request, reply, started),
+      (err: unknown) => this.#finish(request, this.#errorReply(request, err), started),
+    );
+  }
+
+  #finish(request: Request, reply: Reply, started: number): void {
+    try {
+      this.#send(reply);
+      const seconds = (performance.now() - started) / 1000;
+      const volume = this.#volume?.name ?? '';
+      this.#metrics.requests.inc({ volume, op: request.op, status: reply.status });
+      this.#metrics.latency.observe({ op: request.op }, seconds);
+      if (reply.status === 'OK' && (request.op === 'READ' || request.op === 'WRITE')) {
+        this.#metrics.bytes.inc({ volume, op: request.op }, request.length);
+      }
+    } finally {
+      this.#inflight -= 1;
+      if (this.#inflight < MAX_INFLIGHT / 2 && !this.#closed) this.#socket.resume();
+    }
   }
 
   #send(reply: Reply): void {
@@ -105,12 +129,20 @@ export class ReplicaSession {
     const session = this.#volume;
     if (session === undefined) throw new RequestFailure('AUTH_REQUIRED', 'send HELLO first');
     const { open } = session;
-    await admitEpoch(open, request.epoch, this.#log);
-    const base = { kind: 'reply', requestId: request.requestId, offset: 0n, length: 0 } as const;
+    if (!atEpoch(open, request.epoch)) await admitEpoch(open, request.epoch, this.#log);
+    const { requestId } = request;
+    // Replies of the I/O operations are literals of one shape each: object spreads on this path
+    // made V8 create new hidden classes per request (Factory::NewMap in the replica's profile).
+    if (request.op === 'WRITE') {
+      const offset = checkRange(open, request.offset, request.length);
+      await mutate(open, request.epoch, request.fua, () => open.store.write(offset, request.data));
+      return okReply(requestId, 'WRITE', request.offset, request.length, this.#epoch(open));
+    }
     if (request.op === 'FLUSH') {
       await flushReplica(open);
-      return { ...base, op: 'FLUSH', status: 'OK', epoch: this.#epoch(open) };
+      return okReply(requestId, 'FLUSH', 0n, 0, this.#epoch(open));
     }
+    const base = { kind: 'reply', requestId, offset: 0n, length: 0 } as const;
     const offset = checkRange(open, request.offset, request.length);
     const ranged = { ...base, offset: request.offset, length: request.length };
     switch (request.op) {
@@ -118,12 +150,19 @@ export class ReplicaSession {
         if (request.length > MAX_PAYLOAD)
           throw new RequestFailure('TOO_LARGE', `READ over ${MAX_PAYLOAD} bytes`);
         // A zero-length READ is an engine's epoch probe: no I/O.
-        const data = request.length === 0 ? Buffer.alloc(0) : await open.store.read(offset, request.length);
-        return { ...ranged, op: 'READ', status: 'OK', epoch: this.#epoch(open), data };
+        const data = request.length === 0 ? EMPTY : await open.store.read(offset, request.length);
+        const epoch = this.#epoch(open);
+        return {
+          kind: 'reply',
+          requestId,
+          offset: request.offset,
+          length: request.length,
+          op: 'READ',
+          status: 'OK',
+          epoch,
+          data,
+        };
       }
-      case 'WRITE':
-        await mutate(open, request.epoch, request.fua, () => open.store.write(offset, request.data));
-        return { ...ranged, op: 'WRITE', status: 'OK', epoch: this.#epoch(open) };
       case 'TRIM':
         await mutate(open, request.epoch, request.fua, () => open.store.trim(offset, request.length));
         return { ...ranged, op: 'TRIM', status: 'OK', epoch: this.#epoch(open) };

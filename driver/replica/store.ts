@@ -8,6 +8,7 @@ import {
   fstat,
   fsync,
   ftruncate,
+  InlineWrites,
   openFd,
   readAt,
   withDirLock,
@@ -60,6 +61,7 @@ export class ReplicaStore {
   #meta: ReplicaMetadata;
   #metaChain: Promise<void> = Promise.resolve();
   #inflight = 0;
+  readonly #writes = new InlineWrites();
   #closing: Promise<void> | undefined;
   #drained: (() => void) | undefined;
 
@@ -196,7 +198,7 @@ export class ReplicaStore {
     this.#checkRange(offset, data.length);
     this.#begin();
     try {
-      await writeAt(this.#fd, offset, data);
+      await this.#writes.write(this.#fd, offset, data);
     } finally {
       this.#end();
     }
