@@ -168,6 +168,8 @@ interface Rebuild {
   seconds: number;
   copySeconds: number;
   allocatedBytes: number;
+  /** CPU from the victim's restart to the end of its rebuild. */
+  cpu: Record<string, number>;
 }
 
 /**
@@ -189,12 +191,15 @@ async function rebuild(vol: TandemVolume, source: ReplicaServer, victim: Replica
     metric(vol.metricsUrl, 'tandem_engine_replica_state', { ...labels, replica: victim.nodeId, state: s });
   await waitFor(`${victim.nodeId} fenced`, async () => (await state('Failed')) === 1, 30_000);
   await victim.restart();
+  const cpuBefore = await snapshot();
   await waitFor(
     `rebuild of ${victim.nodeId}`,
     async () => (await done()) > before,
     REBUILD_TIMEOUT_MS,
     () => vol.engine.running,
   );
+  // From the victim's restart to the rebuild's end (the join, the copy, the promotion).
+  const cpu = cpuUse(cpuBefore, await snapshot(), CORES, vol.processes());
   const lines = (await readFile(vol.engineLog, 'utf8')).split('\n');
   const last = (msg: string) =>
     lines
@@ -221,6 +226,7 @@ async function rebuild(vol: TandemVolume, source: ReplicaServer, victim: Replica
     // From joining write-only to readable again: the extent copy, its flush, the promotion.
     copySeconds: (Date.parse(finished.time) - Date.parse(started.time)) / 1000,
     allocatedBytes: data.blocks * 512,
+    cpu,
   };
 }
 
@@ -229,6 +235,7 @@ function printRebuild(label: string, r: Rebuild): number {
   console.log(
     `rebuild ${label}: copied ${round(r.copiedBytes / MIB, 1)} MiB (source has ${round(r.allocatedBytes / MIB, 1)} MiB allocated of ${SIZE / MIB} MiB) in ${round(r.seconds, 2)} s = ${round(rate, 1)} MiB/s (the copy phase ${round(r.copySeconds, 2)} s of it; the rest is the wipe and the join in a new epoch)`,
   );
+  console.log(`${''.padEnd(8)}cpu (100% = one core): ${formatCpu(r.cpu)}`);
   return rate;
 }
 

@@ -5,6 +5,7 @@
  */
 import { benchCsi } from './csi.js';
 import { benchDataplane } from './dataplane.js';
+import { benchFileWrites } from './file-writes.js';
 import { benchMigration } from './migration.js';
 import { benchNfs } from './nfs.js';
 import { benchPods } from './pods.js';
@@ -14,6 +15,7 @@ import { benchWebhook } from './webhook.js';
 const BENCHMARKS: Record<string, () => Promise<Record<string, unknown>>> = {
   csi: benchCsi,
   dataplane: benchDataplane,
+  'file-writes': benchFileWrites,
   migration: benchMigration,
   nfs: benchNfs,
   pods: benchPods,

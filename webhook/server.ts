@@ -2,17 +2,19 @@ import { createServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import type { Registry } from 'prom-client';
-import { errorMessage } from '../lib/errors.js';
 import { type Logger, silentLogger } from '../lib/log.js';
 import type { KeyPair } from '../lib/pki.js';
-import type { AdmissionRequest, Verdict } from './admission.js';
 import type { ClusterView } from './cluster-view.js';
-import { mutate, resourceKey, validate } from './dispatch.js';
-import { AdmissionMetrics, type AdmissionOutcome } from './metrics.js';
-import { decodeAdmissionReview, encodeVerdict } from './review.js';
-
-/** An AdmissionReview carries the object and its old version; etcd caps objects at 1.5 MiB. */
-export const MAX_BODY = '4mb';
+import { mutate, validate } from './dispatch.js';
+import { AdmissionMetrics } from './metrics.js';
+import {
+  answerReview,
+  type Decide,
+  MAX_BODY,
+  plainJson,
+  type ReviewContext,
+  serveReview,
+} from './review-endpoint.js';
 
 export interface WebhookServerOptions {
   host: string;
@@ -33,57 +35,39 @@ export interface WebhookServer {
   close(): Promise<void>;
 }
 
-type Decide = (request: AdmissionRequest, view: ClusterView) => Promise<Verdict> | Verdict;
-
-export function createWebhookApp(
-  options: Omit<WebhookServerOptions, 'host' | 'port' | 'certificate'>,
-): express.Express {
+/**
+ * The express app (health, readiness, metrics, errors, and admission requests the direct path of
+ * review-endpoint.ts does not take) and the context both share.
+ */
+export function createWebhookApp(options: Omit<WebhookServerOptions, 'host' | 'port' | 'certificate'>): {
+  app: express.Express;
+  context: ReviewContext;
+} {
   const logger = options.logger ?? silentLogger();
-  const metrics = new AdmissionMetrics(options.registry);
+  const context: ReviewContext = {
+    view: options.view,
+    metrics: new AdmissionMetrics(options.registry),
+    logger,
+  };
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
 
   const review = (endpoint: string, decide: Decide) => async (req: Request, res: Response) => {
-    const started = process.hrtime.bigint();
-    const seconds = () => Number(process.hrtime.bigint() - started) / 1e9;
+    const started = performance.now();
     if (!req.is('application/json')) {
-      metrics.observe(endpoint, 'unknown', 'unknown', 'bad_request', seconds());
+      context.metrics.observe(
+        endpoint,
+        'unknown',
+        'unknown',
+        'bad_request',
+        (performance.now() - started) / 1000,
+      );
       res.status(415).json({ error: 'Content-Type must be application/json (an AdmissionReview)' });
       return;
     }
-    const decoded = decodeAdmissionReview(req.body);
-    if (!decoded.ok) {
-      metrics.observe(endpoint, 'unknown', 'unknown', 'bad_request', seconds());
-      res.status(400).json({ error: decoded.error });
-      return;
-    }
-    const request = decoded.request;
-    let verdict: Verdict;
-    let outcome: AdmissionOutcome;
-    try {
-      verdict = await decide(request, options.view);
-      outcome = verdict.allowed ? 'allowed' : 'denied';
-    } catch (err) {
-      // A lookup failed (apiserver unreachable, ...): refuse rather than admit unchecked, and say why.
-      logger.error(
-        { err: errorMessage(err), uid: request.uid, resource: resourceKey(request) },
-        'admission check failed',
-      );
-      verdict = {
-        allowed: false,
-        code: 403,
-        message: `Tandem could not check this request (${errorMessage(err)}); try again`,
-      };
-      outcome = 'error';
-    }
-    metrics.observe(endpoint, request.kind.kind, request.operation, outcome, seconds());
-    if (!verdict.allowed)
-      logger.info(
-        { uid: request.uid, kind: request.kind.kind, name: request.name, message: verdict.message },
-        'denied',
-      );
-    res.status(200).json(encodeVerdict(request.uid, verdict));
+    const { status, json } = await answerReview(endpoint, decide, req.body, context, started);
+    res.status(status).json(json);
   };
 
   const json = express.json({ limit: MAX_BODY, type: 'application/json', strict: true });
@@ -112,14 +96,24 @@ export function createWebhookApp(
     const status = httpStatusOf(err);
     res.status(status >= 400 && status < 500 ? status : 400).json({ error: clientMessage(err, status) });
   });
-  return app;
+  return { app, context };
 }
 
+const DIRECT: Record<string, { endpoint: string; decide: Decide }> = {
+  '/validate': { endpoint: 'validate', decide: validate },
+  '/mutate': { endpoint: 'mutate', decide: mutate },
+};
+
 export async function startWebhookServer(options: WebhookServerOptions): Promise<WebhookServer> {
-  const app = createWebhookApp(options);
+  const { app, context } = createWebhookApp(options);
   const server = createServer(
     { key: options.certificate.key, cert: options.certificate.cert, minVersion: 'TLSv1.2' },
-    app,
+    (req, res) => {
+      const direct = req.method === 'POST' ? DIRECT[req.url ?? ''] : undefined;
+      if (direct !== undefined && plainJson(req))
+        serveReview(direct.endpoint, direct.decide, req, res, context);
+      else void app(req, res);
+    },
   );
   // Bounded keep-alive: the apiserver reuses connections, a stuck client cannot hold one forever.
   server.keepAliveTimeout = 30_000;
