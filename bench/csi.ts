@@ -251,6 +251,35 @@ function summarize(timings: Timing[]) {
 }
 
 /**
+ * How ControllerPublish and NodeStage latency grows with the volumes in the cluster: the sequential
+ * pass keeps every volume it made until its teardown, so its first ten volumes were published with
+ * ~10 in the cluster and its last ten with all of them. Empty below 20 volumes.
+ */
+function growth(timings: Timing[]): Record<string, number> {
+  if (timings.length < 20) return {};
+  const first = timings.slice(0, 10);
+  const last = timings.slice(-10);
+  const p50 = (list: Timing[], key: keyof Timing) =>
+    p(
+      list.map((t) => t[key]),
+      50,
+    );
+  const out = {
+    growth_volumes_from: 10,
+    growth_volumes_to: timings.length,
+    publish_p50_first10_s: p50(first, 'publish'),
+    publish_p50_last10_s: p50(last, 'publish'),
+    stage_p50_first10_s: p50(first, 'stage'),
+    stage_p50_last10_s: p50(last, 'stage'),
+  };
+  return {
+    ...out,
+    publish_growth_ratio: round(out.publish_p50_last10_s / Math.max(out.publish_p50_first10_s, 1e-6), 2),
+    stage_growth_ratio: round(out.stage_p50_last10_s / Math.max(out.stage_p50_first10_s, 1e-6), 2),
+  };
+}
+
+/**
  * The stack's processes by role, found by their command lines (CsiStack keeps its children to
  * itself): the controller, each node's data plane and node plugin.
  */
@@ -359,6 +388,7 @@ export async function benchCsi(): Promise<Record<string, unknown>> {
       volumes: sequential.length,
       size_bytes: opts.sizeBytes,
       ...seq,
+      ...growth(sequential),
       warmup_ready_s: round(warmup.ready),
       reference_p50_s: round(referenceP50),
       reference_p99_s: p(refSamples, 99),

@@ -19,6 +19,7 @@ import { join } from 'node:path';
 import { waitFor } from '../lib/readiness.js';
 import { cpuUse, formatCpu, snapshot } from './cpu.js';
 import { topSelfTime } from './cpuprofile.js';
+import { benchScaling } from './dataplane-scaling.js';
 import {
   type BenchEnv,
   Cleanup,
@@ -297,6 +298,7 @@ export async function benchDataplane(): Promise<Record<string, unknown>> {
     const r1 = await runTandem(env, 'r1', reference);
     await stopEngine(r1.vol);
     await stopServers(r1.servers);
+    const scaling = await benchScaling(env, Math.min(SECONDS, 8));
 
     const r3 = await runTandem(env, 'r3', reference);
     const [source, , victim] = r3.servers as [ReplicaServer, ReplicaServer, ReplicaServer];
@@ -326,6 +328,7 @@ export async function benchDataplane(): Promise<Record<string, unknown>> {
         { r1: r1.results, r3: r3.results },
         { full, holes, rate, fullRate, rebuildMet },
       ),
+      ...scaling,
       load_average_at_start: load,
       worst_other_cpu_pct: worstOtherCpu,
     };
