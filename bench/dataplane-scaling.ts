@@ -68,6 +68,7 @@ export async function benchScaling(env: BenchEnv, seconds: number): Promise<Reco
     await new Promise((r) => setTimeout(r, 1000));
     const idleRss = await rssBytes(server.service.pid);
     out.scale_idle_rss_mib = round(idleRss / MIB, 1);
+    let previous = { rss: idleRss, count: 0 };
     for (const count of SCALING_COUNTS) {
       while (volumes.length < count) {
         const vol = await startVolume(env, [server], {
@@ -85,9 +86,12 @@ export async function benchScaling(env: BenchEnv, seconds: number): Promise<Reco
       // Percent of a core over the whole run (ramp included) per I/O of the measured part: a bound
       // slightly high, the same way for every count.
       const cpuUsPerIo = round(((cpuPct / 100) * 1e6) / Math.max(1, iops), 1);
-      const perVolumeMib = round((rss - idleRss) / MIB / count, 2);
+      // RSS moves by tens of MiB with V8's heap sizing, so one volume's share is the growth from the
+      // previous count (or from idle for the first), not RSS over the count.
+      const perVolumeMib = round((rss - previous.rss) / MIB / (count - previous.count), 2);
+      previous = { rss, count };
       console.log(
-        `scaling ${String(count).padStart(2)} volume(s), 4k randwrite QD${DEPTH} each: ${round(iops, 0)} IOPS total, data plane ${cpuPct}% of a core = ${cpuUsPerIo} us CPU per I/O; RSS ${round(rss / MIB, 1)} MiB (${perVolumeMib} MiB per attached volume over the idle ${round(idleRss / MIB, 1)} MiB)`,
+        `scaling ${String(count).padStart(2)} volume(s), 4k randwrite QD${DEPTH} each: ${round(iops, 0)} IOPS total, data plane ${cpuPct}% of a core = ${cpuUsPerIo} us CPU per I/O; RSS ${round(rss / MIB, 1)} MiB (${perVolumeMib} MiB per volume added since the previous count; idle ${round(idleRss / MIB, 1)} MiB)`,
       );
       out[`scale_${count}_iops`] = round(iops, 0);
       out[`scale_${count}_cpu_us_per_io`] = cpuUsPerIo;

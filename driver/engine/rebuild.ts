@@ -1,10 +1,10 @@
 /**
  * Rebuild: the only way a fenced replica comes back. The engine checks its Failed replicas every
  * few seconds; one that answers is
- *   1. wiped (TRIM of the whole volume: its old contents are of an older epoch),
+ *   1. trimmed past the volume's size (its old contents are of an older epoch),
  *   2. joined write-only in a new epoch (it receives every write from then on),
- *   3. filled from a readable replica extent by extent, holes skipped, each chunk copied under
- *      the range lock so no write to that range can interleave with its copy,
+ *   3. made equal to a readable replica window by window under the range lock (no write to the
+ *      window can interleave): the source's data extents copied, the holes between them trimmed,
  *   4. flushed and made readable in a new epoch.
  * A rebuild does not start, and a running one stops, while two engines share the volume.
  */
