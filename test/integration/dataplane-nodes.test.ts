@@ -27,6 +27,14 @@ const modes = (sim: SimDataPlane) => async () =>
 const fioVerify = (uri: string, cwd: string, extra: string[] = []) =>
   fioVerify24(uri, { size: '24M', cwd, extra });
 
+/**
+ * The workload a fault is injected into: its write phase must outlast the wait before the fault
+ * (0.8 s), or the fault lands in the verify phase, where reads go to one replica only and a dead
+ * replica is not noticed. 32 MiB after 1–1.5 s stopped being enough once replicated 4 KiB writes
+ * got faster (issue 15): the whole volume, and the fault sooner.
+ */
+const UNDER_FAULT = `--size=${SIZE}`;
+
 function fioErrors(stdout: string): number {
   return fioJobs(stdout).reduce((sum, j) => sum + j.error, 0);
 }
@@ -84,10 +92,10 @@ describe('data plane on simulated nodes', () => {
     const before = (await sim.record()).status?.epoch ?? 0;
     const victim = sim.network.node('node-2');
     let finished = false;
-    const workload = fioVerify(engine.uri, sim.dir, ['--size=32M']).finally(() => {
+    const workload = fioVerify(engine.uri, sim.dir, [UNDER_FAULT]).finally(() => {
       finished = true;
     });
-    await sleep(1500);
+    await sleep(800);
     await sim.replicaServices.get('node-2')?.kill();
     expect(finished).toBe(false); // the replica died under load, not after it
     const fio = await workload;
@@ -115,10 +123,10 @@ describe('data plane on simulated nodes', () => {
   it('fences a replica whose link is cut during writes, and rebuilds it when the link returns', async () => {
     const victim = sim.network.node('node-3');
     let finished = false;
-    const workload = fioVerify(engine.uri, sim.dir, ['--size=32M']).finally(() => {
+    const workload = fioVerify(engine.uri, sim.dir, [UNDER_FAULT]).finally(() => {
       finished = true;
     });
-    await sleep(1000);
+    await sleep(800);
     await sim.network.cutLink(victim);
     expect(finished).toBe(false);
     const fio = await workload;
@@ -238,10 +246,10 @@ describe('data plane on simulated nodes', () => {
       rebuildIntervalMs: 500,
     });
     let finished = false;
-    const workload = fioVerify(hosted.uri, sim.dir, ['--size=32M']).finally(() => {
+    const workload = fioVerify(hosted.uri, sim.dir, [UNDER_FAULT]).finally(() => {
       finished = true;
     });
-    await sleep(1500);
+    await sleep(800);
     await sim.replicaServices.get('node-2')?.kill();
     expect(finished).toBe(false);
     const fio = await workload;
