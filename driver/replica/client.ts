@@ -152,7 +152,20 @@ export class ReplicaClient {
   }
 
   async write(offset: number, data: Buffer, fua: boolean): Promise<void> {
-    await this.#call({ op: 'WRITE', offset: BigInt(offset), length: data.length, data, fua });
+    if (this.#failure !== undefined) throw this.#failure;
+    // The frame as a literal (the generic #call spreads its body): this runs for every write.
+    const requestId = this.#nextId++;
+    const frame: Request = {
+      kind: 'request',
+      op: 'WRITE',
+      requestId,
+      epoch: this.epoch,
+      offset: BigInt(offset),
+      length: data.length,
+      fua,
+      data,
+    };
+    await this.#send(requestId, frame);
   }
 
   async flush(): Promise<void> {
@@ -190,7 +203,10 @@ export class ReplicaClient {
   #call(body: RequestBody): Promise<OkReply> {
     if (this.#failure !== undefined) return Promise.reject(this.#failure);
     const requestId = this.#nextId++;
-    const frame = { ...body, kind: 'request', requestId, epoch: this.epoch } as Request;
+    return this.#send(requestId, { ...body, kind: 'request', requestId, epoch: this.epoch } as Request);
+  }
+
+  #send(requestId: bigint, frame: Request): Promise<OkReply> {
     return new Promise<OkReply>((resolve, reject) => {
       this.#pending.set(requestId, { resolve, reject, deadline: Date.now() + this.#timeoutMs });
       this.#out.write(encodeFrameParts(frame));
