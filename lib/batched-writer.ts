@@ -15,13 +15,17 @@ export class BatchedWriter {
     this.#socket = socket;
   }
 
-  write(parts: readonly Buffer[]): void {
+  /** `written` runs once the socket has handed every part to the kernel (or failed). */
+  write(parts: readonly Buffer[], written?: () => void): void {
     if (!this.#corked) {
       this.#corked = true;
       this.#socket.cork();
       setImmediate(this.#flush);
     }
-    for (const part of parts) this.#socket.write(part);
+    const last = parts.length - 1;
+    for (let i = 0; i < last; i++) this.#socket.write(parts[i] as Buffer);
+    if (last >= 0) this.#socket.write(parts[last] as Buffer, written);
+    else written?.();
   }
 
   readonly #flush = (): void => {

@@ -10,6 +10,7 @@
 
 import type { Socket } from 'node:net';
 import { BatchedWriter } from '../../lib/batched-writer.js';
+import { ioBuffers } from '../../lib/io-buffers.js';
 import type { Logger } from '../../lib/log.js';
 import { commandName, NBD_CMD, NBD_CMD_FLAG, NBD_ERRNO } from './constants.js';
 import { type BlockDevice, type NbdOp, nbdErrno } from './device.js';
@@ -217,10 +218,15 @@ export class NbdConnection {
           if (data.length !== length)
             throw new Error(`device read returned ${data.length} of ${length} bytes`);
           break;
-        case NBD_CMD.WRITE:
+        case NBD_CMD.WRITE: {
           op = 'write';
-          await device.write(offset, request.payload ?? Buffer.alloc(0), fua);
+          const payload = request.payload ?? Buffer.alloc(0);
+          await device.write(offset, payload, fua);
+          // Every replica holds it now and nothing refers to it (a failed write keeps it: a
+          // fenced replica's stuck write may still read it, so it is left to the collector).
+          ioBuffers.release(payload);
           break;
+        }
         case NBD_CMD.FLUSH:
           op = 'flush';
           await device.flush();
@@ -281,7 +287,9 @@ export class NbdConnection {
     const socket = this.socket;
     if (socket.destroyed || socket.writableEnded) return;
     const header = encodeSimpleReplyHeader(cookie, errno);
-    this.out.write(data !== undefined && data.length > 0 ? [header, data] : [header]);
+    if (data !== undefined && data.length > 0)
+      this.out.write([header, data], () => ioBuffers.release(data)); // pooled read buffers go back
+    else this.out.write([header]);
   }
 
   /** DISC, client EOF or shutdown: read nothing more, finish what was received, then close. */

@@ -4,6 +4,7 @@
 // read-only export) becomes an 'error' event carrying the cookie to answer; only input that breaks
 // framing (bad magic, a WRITE payload larger than we will ever buffer) is 'fatal'.
 
+import { ioBuffers } from '../../lib/io-buffers.js';
 import { commandName, NBD_CMD, NBD_CMD_FLAG, NBD_ERRNO, NBD_MAGIC } from './constants.js';
 
 export interface NbdRequest {
@@ -185,7 +186,7 @@ export class RequestDecoder {
       out.push({ type: 'error', cookie: request.cookie, ...rejection });
       return;
     }
-    const payload = slices.length === 1 && slices[0] ? slices[0] : Buffer.concat(slices, request.length);
+    const payload = slices.length === 1 && slices[0] ? slices[0] : gather(slices, request.length);
     // A literal rather than a spread: this runs for every write (one hidden class, no clone).
     const { flags, command, cookie, offset, length } = request;
     out.push({ type: 'request', request: { flags, command, cookie, offset, length, payload } });
@@ -261,4 +262,12 @@ export function encodeRequest(request: NbdRequest): Buffer {
   header.writeBigUInt64BE(request.offset, 16);
   header.writeUInt32BE(request.length, 24);
   return request.payload === undefined ? header : Buffer.concat([header, request.payload]);
+}
+
+/** The slices of a payload in one pooled buffer (released by the connection once written). */
+function gather(slices: readonly Buffer[], length: number): Buffer {
+  const out = ioBuffers.acquire(length);
+  let at = 0;
+  for (const slice of slices) at += slice.copy(out, at);
+  return out;
 }

@@ -7,6 +7,7 @@
 import * as fs from 'node:fs';
 import { resolve } from 'node:path';
 import { promisify } from 'node:util';
+import { ioBuffers } from '../../lib/io-buffers.js';
 
 export const openFd = promisify(fs.open);
 export const closeFd = promisify(fs.close);
@@ -31,7 +32,8 @@ export function withDirLock<T>(dir: string, task: () => Promise<T>): Promise<T> 
 
 /** Reads until `length` bytes or end of file (the rest is zero-filled); loops over short reads. */
 export function readAt(fd: number, position: number, length: number): Promise<Buffer> {
-  const buffer = Buffer.allocUnsafe(length);
+  // Pooled: the NBD connection or the replica session gives it back once the reply is sent.
+  const buffer = length === 0 ? Buffer.alloc(0) : ioBuffers.acquire(length);
   if (length === 0) return Promise.resolve(buffer);
   return new Promise((resolve, reject) => {
     let done = 0;

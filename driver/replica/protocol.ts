@@ -53,6 +53,7 @@
  * faster but can be made to collide, and would be a dependency. node:crypto's SHA-256 uses the
  * CPU's SHA extensions where present (GB/s per core), ample for a background scrub.
  */
+import { ioBuffers } from '../../lib/io-buffers.js';
 import { type Accept, buildFrame, checkHeader, parseHeader, type RawHeader } from './codec.js';
 import { type DecodedFrame, fatal, HEADER_SIZE, MAGIC, PROTOCOL_VERSION } from './wire.js';
 
@@ -186,7 +187,7 @@ export class FrameDecoder {
       out = first.subarray(this.#head, this.#head + n);
       this.#advance(n);
     } else {
-      out = Buffer.allocUnsafe(n); // every byte is overwritten below
+      out = ioBuffers.acquire(n); // every byte is overwritten below; pooled (see lib/io-buffers.ts)
       let filled = 0;
       while (filled < n) {
         const chunk = this.#chunks[this.#first] ?? EMPTY;

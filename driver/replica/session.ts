@@ -11,6 +11,7 @@
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { BatchedWriter } from '../../lib/batched-writer.js';
+import { ioBuffers } from '../../lib/io-buffers.js';
 import type { ReplicaServerMetrics } from './metrics.js';
 import {
   digestCount,
@@ -121,7 +122,11 @@ export class ReplicaSession {
 
   #send(reply: Reply): void {
     if (this.#closed) return;
-    this.#out.write(encodeFrameParts(reply));
+    const parts = encodeFrameParts(reply);
+    // A READ's data is a pooled buffer of the store: back to the pool once the socket has it.
+    if (reply.op === 'READ' && reply.status === 'OK')
+      this.#out.write(parts, () => ioBuffers.release(reply.data));
+    else this.#out.write(parts);
   }
 
   async #handle(request: Request): Promise<Reply> {
@@ -136,6 +141,7 @@ export class ReplicaSession {
     if (request.op === 'WRITE') {
       const offset = checkRange(open, request.offset, request.length);
       await mutate(open, request.epoch, request.fua, () => open.store.write(offset, request.data));
+      ioBuffers.release(request.data); // written: a payload the decoder gathered goes back to the pool
       return okReply(requestId, 'WRITE', request.offset, request.length, this.#epoch(open));
     }
     if (request.op === 'FLUSH') {
