@@ -29,6 +29,17 @@ export interface ReviewContext {
   logger: Logger;
 }
 
+/** Counts a request refused before its review could be read (media type, JSON, envelope). */
+export function countBadRequest(context: ReviewContext, endpoint: string, started: number): void {
+  context.metrics.observe(
+    endpoint,
+    'unknown',
+    'unknown',
+    'bad_request',
+    (performance.now() - started) / 1000,
+  );
+}
+
 /** What to answer to a parsed body: HTTP status and the JSON to send. */
 export async function answerReview(
   endpoint: string,
@@ -37,10 +48,9 @@ export async function answerReview(
   context: ReviewContext,
   started: number,
 ): Promise<{ status: number; json: unknown }> {
-  const seconds = () => (performance.now() - started) / 1000;
   const decoded = decodeAdmissionReview(body);
   if (!decoded.ok) {
-    context.metrics.observe(endpoint, 'unknown', 'unknown', 'bad_request', seconds());
+    countBadRequest(context, endpoint, started);
     return { status: 400, json: { error: decoded.error } };
   }
   const request = decoded.request;
@@ -62,7 +72,8 @@ export async function answerReview(
     };
     outcome = 'error';
   }
-  context.metrics.observe(endpoint, request.kind.kind, request.operation, outcome, seconds());
+  const seconds = (performance.now() - started) / 1000;
+  context.metrics.observe(endpoint, request.kind.kind, request.operation, outcome, seconds);
   if (!verdict.allowed)
     context.logger.info(
       { uid: request.uid, kind: request.kind.kind, name: request.name, message: verdict.message },
@@ -124,13 +135,7 @@ export function serveReview(
         (chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks)).toString('utf8'),
       );
     } catch (err) {
-      context.metrics.observe(
-        endpoint,
-        'unknown',
-        'unknown',
-        'bad_request',
-        (performance.now() - started) / 1000,
-      );
+      countBadRequest(context, endpoint, started);
       send(res, 400, { error: `the body is not valid JSON: ${errorMessage(err)}` });
       return;
     }

@@ -1,4 +1,5 @@
 import { request as httpsRequest } from 'node:https';
+import { gzipSync } from 'node:zlib';
 import { createRegistry } from '../lib/metrics.js';
 import { CertificateAuthority } from '../lib/pki.js';
 import { seededRandom } from '../test/harness/random.js';
@@ -158,6 +159,31 @@ describe('webhook HTTPS endpoints under hostile input', () => {
     const reply = await send('/validate', body, contentType);
     expect(reply.status).toBe(status);
     expect(JSON.parse(reply.body).error).toMatch(message);
+  });
+
+  it('answers a gzip-encoded review too (through express, which inflates it)', async () => {
+    const body = gzipSync(JSON.stringify(validReview('gz')));
+    const reply = await new Promise<Reply>((resolve, reject) => {
+      const req = httpsRequest(
+        {
+          host: '127.0.0.1',
+          port: server.port,
+          path: '/validate',
+          method: 'POST',
+          ca: ca.certPem,
+          headers: { 'content-type': 'application/json', 'content-encoding': 'gzip' },
+        },
+        (res) => {
+          let text = '';
+          res.on('data', (d: Buffer) => (text += d));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
+        },
+      );
+      req.on('error', reject);
+      req.end(body);
+    });
+    expect(reply.status).toBe(200);
+    expect(JSON.parse(reply.body).response).toMatchObject({ uid: 'gz', allowed: true });
   });
 
   it('refuses other methods and paths with 405 and 404', async () => {

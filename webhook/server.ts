@@ -9,6 +9,7 @@ import { mutate, validate } from './dispatch.js';
 import { AdmissionMetrics } from './metrics.js';
 import {
   answerReview,
+  countBadRequest,
   type Decide,
   MAX_BODY,
   plainJson,
@@ -56,13 +57,7 @@ export function createWebhookApp(options: Omit<WebhookServerOptions, 'host' | 'p
   const review = (endpoint: string, decide: Decide) => async (req: Request, res: Response) => {
     const started = performance.now();
     if (!req.is('application/json')) {
-      context.metrics.observe(
-        endpoint,
-        'unknown',
-        'unknown',
-        'bad_request',
-        (performance.now() - started) / 1000,
-      );
+      countBadRequest(context, endpoint, started);
       res.status(415).json({ error: 'Content-Type must be application/json (an AdmissionReview)' });
       return;
     }
