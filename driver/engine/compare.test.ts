@@ -70,13 +70,16 @@ describe('compareReplicas', () => {
       const { net, a } = await threeReplicas(4 * MiB);
       await a.engine.write(0, Buffer.alloc(4096, 1), false);
       // node-1 hashes at once, node-2 and node-3 slowly: a write landing in between differs.
-      for (const node of ['node-2', 'node-3']) net.replica(node).latency = (op) => (op === 'hash' ? 30 : 0);
+      for (const node of ['node-2', 'node-3']) net.replica(node).latency = (op) => (op === 'hash' ? 150 : 0);
       const comparing = compareReplicas(a.set.readable(), {
         sizeBytes: 4 * MiB,
         blockSize: MiB,
         ...(locked ? { lock: a.engine.lock } : {}),
       });
-      await new Promise((resolve) => setTimeout(resolve, 10));
+      // The write starts once node-1 has hashed the first block (not after a fixed 10 ms: on a busy
+      // machine the slow hashes' timers could fire in the same turn, before the write applied).
+      while (net.replica('node-1').served.hash === 0) await new Promise((resolve) => setImmediate(resolve));
+      await new Promise((resolve) => setImmediate(resolve));
       await a.engine.write(0, Buffer.alloc(4096, 2), false);
       expect((await comparing).divergent).toHaveLength(count);
     },
