@@ -35,6 +35,7 @@ describe('webhook HTTPS endpoints under hostile input', () => {
     body: string | Buffer,
     contentType = 'application/json',
     method = 'POST',
+    headers: Record<string, string> = {},
   ): Promise<Reply> =>
     new Promise((resolve, reject) => {
       const req = httpsRequest(
@@ -44,7 +45,7 @@ describe('webhook HTTPS endpoints under hostile input', () => {
           path,
           method,
           ca: ca.certPem,
-          headers: { 'content-type': contentType },
+          headers: { 'content-type': contentType, ...headers },
         },
         (res) => {
           let text = '';
@@ -163,25 +164,7 @@ describe('webhook HTTPS endpoints under hostile input', () => {
 
   it('answers a gzip-encoded review too (through express, which inflates it)', async () => {
     const body = gzipSync(JSON.stringify(validReview('gz')));
-    const reply = await new Promise<Reply>((resolve, reject) => {
-      const req = httpsRequest(
-        {
-          host: '127.0.0.1',
-          port: server.port,
-          path: '/validate',
-          method: 'POST',
-          ca: ca.certPem,
-          headers: { 'content-type': 'application/json', 'content-encoding': 'gzip' },
-        },
-        (res) => {
-          let text = '';
-          res.on('data', (d: Buffer) => (text += d));
-          res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
-        },
-      );
-      req.on('error', reject);
-      req.end(body);
-    });
+    const reply = await send('/validate', body, 'application/json', 'POST', { 'content-encoding': 'gzip' });
     expect(reply.status).toBe(200);
     expect(JSON.parse(reply.body).response).toMatchObject({ uid: 'gz', allowed: true });
   });
