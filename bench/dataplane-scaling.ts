@@ -9,13 +9,11 @@
  * Volumes are 64 MiB, prefilled, so the writes rewrite allocated blocks as in the main jobs.
  */
 
-import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
-import { run } from '../lib/exec.js';
 import { cpuUse, snapshot } from './cpu.js';
 import { type BenchEnv, startReplicaServers, startVolume, type TandemVolume } from './dataplane-setup.js';
-import { fillJob, fio, parseFioJson } from './fio.js';
+import { fillJob, fio, runFio } from './fio.js';
 import { round } from './stats.js';
 
 const MIB = 2 ** 20;
@@ -50,12 +48,7 @@ async function writeAll(volumes: readonly TandemVolume[], seconds: number): Prom
     '--output-format=json',
     ...volumes.flatMap((v) => [`--name=${v.volume}`, `--uri=${v.uri}`]),
   ];
-  const [command, fioArgs] = existsSync('/usr/bin/setpriv')
-    ? ['/usr/bin/setpriv', ['--pdeathsig', 'SIGKILL', '--', 'fio', ...args]]
-    : ['fio', args];
-  const result = await run(command, fioArgs, { timeoutMs: (seconds + 60) * 1000, allowFailure: true });
-  if (result.code !== 0) throw new Error(`fio exited with ${result.code}: ${result.stderr.slice(-1000)}`);
-  return parseFioJson(result.stdout).iops;
+  return (await runFio('scaling', args, (seconds + 60) * 1000)).iops;
 }
 
 export async function benchScaling(env: BenchEnv, seconds: number): Promise<Record<string, number>> {

@@ -61,13 +61,22 @@ export async function fio(spec: FioRun): Promise<FioResult> {
     '--group_reporting',
     ...spec.args,
   ];
+  return runFio(spec.name, fioArgs, spec.timeoutMs);
+}
+
+/** Runs fio with `fioArgs` (any number of jobs), killed after timeoutMs; the figures of its jobs, summed. */
+export async function runFio(
+  name: string,
+  fioArgs: readonly string[],
+  timeoutMs: number,
+): Promise<FioResult> {
   // Under setpriv, fio dies with the benchmark even if the benchmark is SIGKILLed.
   const [command, args] = existsSync(SETPRIV)
     ? [SETPRIV, ['--pdeathsig', 'SIGKILL', '--', 'fio', ...fioArgs]]
-    : ['fio', fioArgs];
-  const result = await run(command, args, { timeoutMs: spec.timeoutMs, allowFailure: true });
+    : ['fio', [...fioArgs]];
+  const result = await run(command, args, { timeoutMs, allowFailure: true });
   if (result.code !== 0) {
-    throw new Error(`fio ${spec.name} exited with ${result.code}: ${result.stderr.trim().slice(-2000)}`);
+    throw new Error(`fio ${name} exited with ${result.code}: ${result.stderr.trim().slice(-2000)}`);
   }
   return parseFioJson(result.stdout);
 }
