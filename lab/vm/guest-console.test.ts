@@ -30,6 +30,7 @@ describe('the guest console', () => {
     expect(report.lastSeq).toBe(2600);
     expect(report.writeRates).toEqual([1305, 1290]);
     expect(report.ioErrors).toHaveLength(1);
+    expect(report.ioErrorCount).toBe(0);
     expect(report.verifies).toEqual([
       { pass: 1, ok: true, seq: 2596, blocks: 1952, wrong: 0, ms: 94 },
       {
@@ -42,5 +43,17 @@ describe('the guest console', () => {
         first: 'block=12_want_seq=2599_problem=stale(holds-seq-17)',
       },
     ]);
+  });
+
+  it('counts the errors a guest reports in its progress lines, which a migration carries along', () => {
+    // The target pod's console: the io-error line itself went to the source pod's console.
+    const target = guestReport(
+      [
+        'tandem-guest: progress seq=9000 writes_per_s=1200 flushes=1100 io_errors=2',
+        'tandem-guest: progress seq=10200 writes_per_s=1200 flushes=1250 io_errors=3',
+      ].join('\n'),
+    );
+    expect(target.ioErrors).toEqual([]);
+    expect(target.ioErrorCount).toBe(3);
   });
 });

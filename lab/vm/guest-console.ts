@@ -27,6 +27,12 @@ export interface GuestReport {
   verifies: VerifyPass[];
   /** Writes, flushes or reads that returned an error, as the guest reported them. */
   ioErrors: GuestEvent[];
+  /**
+   * The guest's own count of failed writes and flushes from its latest progress line. It lives in
+   * the guest's memory, so it moves with a migration: errors seen on the source node count here
+   * even though their `io-error` lines are on the source pod's console.
+   */
+  ioErrorCount: number;
   /** The latest progress line's sequence number and write rate. */
   lastSeq: number;
   writeRates: number[];
@@ -60,6 +66,7 @@ export function guestReport(log: string): GuestReport {
   const ioErrors: GuestEvent[] = [];
   const writeRates: number[] = [];
   let lastSeq = 0;
+  let ioErrorCount = 0;
   let fatal: string | undefined;
   for (const e of events) {
     const num = (key: string) => Number(e.fields[key] ?? Number.NaN);
@@ -77,6 +84,8 @@ export function guestReport(log: string): GuestReport {
       ioErrors.push(e);
     } else if (e.event === 'progress') {
       lastSeq = Math.max(lastSeq, num('seq'));
+      const errors = num('io_errors');
+      if (Number.isFinite(errors)) ioErrorCount = Math.max(ioErrorCount, errors);
       const rate = num('writes_per_s');
       if (Number.isFinite(rate)) writeRates.push(rate);
     } else if (e.event === 'fatal') {
@@ -88,6 +97,7 @@ export function guestReport(log: string): GuestReport {
     events,
     verifies,
     ioErrors,
+    ioErrorCount,
     lastSeq,
     writeRates,
     fatal,

@@ -87,6 +87,23 @@ export function diskOptions(
   ];
 }
 
+/**
+ * QEMU's `-m` for a guest of `mib` MiB: 8 KiB more than asked (QEMU rounds RAM to 8 KiB).
+ *
+ * Why: QEMU 7.2 (Debian 12's) loses guest stores during a live migration under TCG. When a RAM
+ * block's length is a multiple of 64 pages (256 KiB), the migration's dirty-bitmap sync takes a
+ * fast path that clears the dirty bits without re-arming the TCG TLB's not-dirty trap, so a
+ * store through a TLB entry filled before the sync dirties nothing and the page is never sent
+ * again: the target resumes with a stale copy of it (fixed upstream in QEMU 9.0, "physmem: Fix
+ * migration dirty bitmap coherency with TCG memory access"; KVM's dirty log is not affected).
+ * The lab's guest saw it as blocks holding newer writes than its own record of them. A length
+ * off that multiple takes the slow path, which re-arms the trap. docs/testing.md has the
+ * reproduction without Tandem and the counts.
+ */
+export function guestMemory(mib: number): string {
+  return `${mib * 1024 + 8}K`;
+}
+
 /** The guest's kernel command line: serial console and the workload's settings. */
 export function guestCommandLine(guest: GuestOptions = {}): string {
   const words = ['console=ttyS0', 'quiet', 'panic=-1'];
@@ -124,7 +141,7 @@ export function qemuCommand(options: {
     '-cpu',
     'qemu64',
     '-m',
-    String(options.memoryMiB),
+    guestMemory(options.memoryMiB),
     '-smp',
     '1',
     '-nodefaults',

@@ -78,12 +78,25 @@ async function verifiedAgain(place: VmPlace, after: number, passes = 2): Promise
     120_000,
   );
   const failed = report.verifies.find((v) => !v.ok);
-  if (failed !== undefined || report.ioErrors.length > 0)
+  const ioErrors = report.ioErrors.map((e) => e.fields);
+  if (failed !== undefined || report.ioErrorCount > 0) {
+    // The io-error lines of errors seen before a migration are on earlier pods' consoles.
+    for (const pod of [...consoles.keys()].filter((p) => p !== place.pod)) {
+      const log = await kubevirt
+        .consoleLog({ namespace: place.namespace, pod })
+        .catch(() => consoles.get(pod) ?? '');
+      for (const e of guestReport(log).ioErrors) ioErrors.push({ pod, ...e.fields });
+    }
     console.log(
       `the guest on ${place.pod} saw a problem; the data planes logged:\n${(await dataPlaneWarnings(env)).join('\n')}`,
     );
-  // Both at once: an I/O error the guest saw explains a block that holds a newer write than it knows of.
-  expect({ failed, ioErrors: report.ioErrors }).toEqual({ failed: undefined, ioErrors: [] });
+  }
+  // All at once: an I/O error the guest saw explains a block that holds a newer write than it knows of.
+  expect({ failed, ioErrorCount: report.ioErrorCount, ioErrors }).toEqual({
+    failed: undefined,
+    ioErrorCount: 0,
+    ioErrors: [],
+  });
   expect(report.fatal).toBeUndefined();
   return report;
 }
