@@ -24,7 +24,7 @@ export default {
     {
       ...common,
       displayName: 'unit',
-      testMatch: ['<rootDir>/{lib,cli,driver,webhook,migrator,lab,bench,test/harness}/**/*.test.ts'],
+      testMatch: ['<rootDir>/{lib,cli,driver,webhook,migrator,lab,bench,test/harness,test/faults}/**/*.test.ts'],
     },
     {
       ...common,

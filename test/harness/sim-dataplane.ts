@@ -21,6 +21,7 @@ import { installCrds } from '../../lib/kube/manifests.js';
 import { VolumeClient } from '../../lib/kube/volumes.js';
 import { manifestsDir, packageRoot } from '../../lib/paths.js';
 import { canConnect, waitFor } from '../../lib/readiness.js';
+import { run } from '../../lib/exec.js';
 import type { Service } from '../../lib/service.js';
 import { tandemEntry } from './cli-process.js';
 
@@ -41,6 +42,12 @@ export interface SimDataPlaneOptions {
    * volume gets its Secret there so the reconcilers keep its replicas.
    */
   reconcileNamespace?: string;
+  /**
+   * Put each replica node's data directory on a tmpfs of this many bytes (mounted before its
+   * server starts, unmounted by destroy()), so a test can make a replica's disk full by shrinking
+   * it (`mount -o remount,size=`).
+   */
+  tmpfsBytes?: number;
 }
 
 export interface EngineProcess {
@@ -55,8 +62,9 @@ export interface EngineProcess {
 export class SimDataPlane {
   readonly volume: string;
   readonly volumes: VolumeClient;
-  readonly replicaServices = new Map<string, Service>();
-  #engines = 0;
+  readonly replicaServices: Map<string, Service>;
+  /** Engines started by this volume and its siblings (socket and admin port numbers). */
+  readonly #counter: { engines: number };
   /** What start() created and destroy() removes (attach() leaves them to their owner). */
   #owned: { controlPlane: ControlPlane; dir: string } | undefined;
 
@@ -66,7 +74,10 @@ export class SimDataPlane {
     readonly dir: string,
     readonly credentialFile: string,
     readonly options: SimDataPlaneOptions,
+    shared?: { replicaServices: Map<string, Service>; counter: { engines: number } },
   ) {
+    this.replicaServices = shared?.replicaServices ?? new Map();
+    this.#counter = shared?.counter ?? { engines: 0 };
     this.volume = options.volume ?? 'vol-sim';
     this.volumes = new VolumeClient(loadKubeConfig(kubeconfigPath));
   }
@@ -122,6 +133,26 @@ export class SimDataPlane {
     return sim;
   }
 
+  /**
+   * Another volume on the same nodes and replica servers (a server serves every replica in its
+   * data directory): its own credential, replicas and Volume resource. Engines started through
+   * the returned object serve it. destroy() of the first one ends everything.
+   */
+  async withVolume(volume: string): Promise<SimDataPlane> {
+    const credentialFile = join(this.dir, `credential-${volume}`);
+    await writeFile(credentialFile, randomBytes(32), { mode: 0o600 });
+    const sibling = new SimDataPlane(
+      this.network,
+      this.kubeconfigPath,
+      this.dir,
+      credentialFile,
+      { ...this.options, volume },
+      { replicaServices: this.replicaServices, counter: this.#counter },
+    );
+    await sibling.#createVolume();
+    return sibling;
+  }
+
   get replicaNodes(): SimulatedNode[] {
     return this.network.nodes.slice(0, this.options.replicas);
   }
@@ -139,6 +170,9 @@ export class SimDataPlane {
     const secret = await readFile(this.credentialFile);
     for (const node of this.replicaNodes) {
       await mkdir(this.dataDir(node), { recursive: true });
+      const tmpfs = this.options.tmpfsBytes;
+      if (tmpfs !== undefined && !this.replicaServices.has(node.name))
+        await run('mount', ['-t', 'tmpfs', '-o', `size=${tmpfs}`, 'tandem-sim-data', this.dataDir(node)]);
       await (
         await ReplicaStore.create(this.dataDir(node), {
           volume: this.volume,
@@ -146,7 +180,7 @@ export class SimDataPlane {
           secret,
         })
       ).close();
-      await this.startReplicaServer(node);
+      if (!this.replicaServices.has(node.name)) await this.startReplicaServer(node);
     }
     const namespace = this.options.reconcileNamespace;
     if (namespace !== undefined) {
@@ -232,12 +266,12 @@ export class SimDataPlane {
 
   /** Starts `tandem engine` on `node`; resolves once its NBD socket accepts connections. */
   async startEngine(node: SimulatedNode, extraArgs: string[] = []): Promise<EngineProcess> {
-    this.#engines += 1;
-    const socket = join(this.dir, `engine-${this.#engines}.sock`);
-    const adminPort = 9510 + this.#engines;
-    const logFile = join(this.dir, `${node.name}-engine-${this.#engines}.log`);
+    const n = ++this.#counter.engines;
+    const socket = join(this.dir, `engine-${n}.sock`);
+    const adminPort = 9510 + n;
+    const logFile = join(this.dir, `${node.name}-engine-${n}.log`);
     const service = this.network.spawn(node, {
-      name: `engine-${this.#engines}`,
+      name: `engine-${n}`,
       command: process.execPath,
       args: [
         ...tandemEntry(),
@@ -286,8 +320,7 @@ export class SimDataPlane {
    * address), where it reaches the local replica directly.
    */
   async startHostedEngine(node: SimulatedNode, spec: Record<string, unknown> = {}): Promise<EngineProcess> {
-    this.#engines += 1;
-    const socket = join(this.dir, `hosted-${this.#engines}.sock`);
+    const socket = join(this.dir, `hosted-${++this.#counter.engines}.sock`);
     const adminAddress = `${node.address}:${DATAPLANE_ADMIN_PORT}`;
     const res = await fetch(`http://${adminAddress}/engines`, {
       method: 'POST',
@@ -338,6 +371,9 @@ export class SimDataPlane {
   async destroy(): Promise<void> {
     await this.network.destroy();
     if (this.#owned === undefined) return;
+    if (this.options.tmpfsBytes !== undefined)
+      for (const node of this.replicaNodes)
+        await run('umount', [this.dataDir(node)], { allowFailure: true, timeoutMs: 30_000 });
     await this.#owned.controlPlane.stop().catch(() => undefined);
     // TANDEM_KEEP_TEST_STATE=1 keeps the process logs and replica files for a post-mortem.
     if (process.env.TANDEM_KEEP_TEST_STATE === '1') process.stderr.write(`kept ${this.dir}\n`);
