@@ -22,9 +22,16 @@ import type { SimulatedNode } from '../../lab/netns.js';
 import type { Volume } from '../../lib/api/volume.js';
 import { run } from '../../lib/exec.js';
 import { silentLogger } from '../../lib/log.js';
-import { type EngineProcess, SimDataPlane } from '../harness/sim-dataplane.js';
 import { seededRandom } from '../harness/random.js';
-import { drawFaults, type Fault, FAULT_KINDS, type FaultKind, REQUEST_TIMEOUT_MS, type Topology } from './faults.js';
+import { type EngineProcess, SimDataPlane } from '../harness/sim-dataplane.js';
+import {
+  drawFaults,
+  FAULT_KINDS,
+  type Fault,
+  type FaultKind,
+  REQUEST_TIMEOUT_MS,
+  type Topology,
+} from './faults.js';
 import { BLOCK, Ledger } from './ledger.js';
 
 const SIZE = 64 * 1024 * 1024;
@@ -138,11 +145,22 @@ export class Campaign {
   async trial(n: number, seed: number, kinds: readonly FaultKind[] = FAULT_KINDS): Promise<TrialResult> {
     const random = seededRandom(seed);
     const faults = drawFaults(random, TOPOLOGY, FAULT_WINDOW_MS, kinds);
-    const result: TrialResult = { trial: n, seed, faults, lost: 0, corrupt: 0, divergent: 0, unconverged: [], problems: [] };
+    const result: TrialResult = {
+      trial: n,
+      seed,
+      faults,
+      lost: 0,
+      corrupt: 0,
+      divergent: 0,
+      unconverged: [],
+      problems: [],
+    };
     const migrate = random() < 0.5;
     const migrationAt = Math.round(random() * FAULT_WINDOW_MS * 0.5);
     const rollBack = random() < 0.3;
-    this.#log(`trial ${n} seed ${seed}: ${faults.map((f) => `${f.kind}@${f.node}+${f.atMs}ms/${f.forMs}ms`).join(', ')}${migrate ? `, migration${rollBack ? ' (rolled back)' : ''}@${migrationAt}ms` : ''}`);
+    this.#log(
+      `trial ${n} seed ${seed}: ${faults.map((f) => `${f.kind}@${f.node}+${f.atMs}ms/${f.forMs}ms`).join(', ')}${migrate ? `, migration${rollBack ? ' (rolled back)' : ''}@${migrationAt}ms` : ''}`,
+    );
     for (const w of this.#workloads.values()) w.ledger.start();
     const started = Date.now();
     const healed: Promise<void>[] = faults.map(async (f) => {
@@ -160,7 +178,8 @@ export class Campaign {
         })(),
       );
     const outcomes = await Promise.allSettled(healed);
-    for (const o of outcomes) if (o.status === 'rejected') result.problems.push(`fault: ${(o.reason as Error).message}`);
+    for (const o of outcomes)
+      if (o.status === 'rejected') result.problems.push(`fault: ${(o.reason as Error).message}`);
     // Recovery: from the moment the last fault ended (node back, link up, disk given back) to
     // every volume converged, while the ledgers keep writing.
     const healedAt = Date.now();
@@ -177,7 +196,9 @@ export class Campaign {
         result.corrupt += check.corrupt;
         for (const e of check.examples) result.problems.push(`${w.sim.volume}: ${e}`);
       } catch (err) {
-        result.problems.push(`${w.sim.volume}: the check could not read the volume: ${(err as Error).message}`);
+        result.problems.push(
+          `${w.sim.volume}: the check could not read the volume: ${(err as Error).message}`,
+        );
       }
       if (converged) result.divergent += await this.#divergent(w, result);
     }
@@ -187,9 +208,17 @@ export class Campaign {
   summary(seed: number, results: TrialResult[]): CampaignSummary {
     const faults: Partial<Record<FaultKind, number>> = {};
     for (const r of results) for (const f of r.faults) faults[f.kind] = (faults[f.kind] ?? 0) + 1;
-    const recoveries = results.flatMap((r) => (r.recoveryMs === undefined ? [] : [r.recoveryMs])).sort((a, b) => a - b);
+    const recoveries = results
+      .flatMap((r) => (r.recoveryMs === undefined ? [] : [r.recoveryMs]))
+      .sort((a, b) => a - b);
     const quantile = (q: number) =>
-      recoveries.length === 0 ? null : Number(((recoveries[Math.min(recoveries.length - 1, Math.ceil(q * recoveries.length) - 1)] ?? 0) / 1000).toFixed(2));
+      recoveries.length === 0
+        ? null
+        : Number(
+            (
+              (recoveries[Math.min(recoveries.length - 1, Math.ceil(q * recoveries.length) - 1)] ?? 0) / 1000
+            ).toFixed(2),
+          );
     const stats = [...this.#workloads.values()].map((w) => w.ledger.stats);
     return {
       trials: results.length,
@@ -203,7 +232,9 @@ export class Campaign {
       recovery_p99_s: quantile(0.99),
       acknowledged_writes: stats.reduce((s, x) => s + x.acknowledged, 0),
       indeterminate_writes: stats.reduce((s, x) => s + x.indeterminate, 0),
-      failed_trials: results.filter(failed).map((r) => ({ trial: r.trial, seed: r.seed, problems: r.problems.slice(0, 8) })),
+      failed_trials: results
+        .filter(failed)
+        .map((r) => ({ trial: r.trial, seed: r.seed, problems: r.problems.slice(0, 8) })),
     };
   }
 
@@ -243,7 +274,9 @@ export class Campaign {
         // Another tenant fills the disk: a ballast file takes every free block, so the replica's
         // next allocation (a block the ledger zeroed, a rebuild) fails with ENOSPC.
         const ballast = join(base.dataDir(node), 'ballast');
-        await run('fallocate', ['-l', String(await freeBytes(base.dataDir(node))), ballast], { allowFailure: true });
+        await run('fallocate', ['-l', String(await freeBytes(base.dataDir(node))), ballast], {
+          allowFailure: true,
+        });
         await sleep(f.forMs);
         await rm(ballast, { force: true });
         return;
@@ -263,7 +296,9 @@ export class Campaign {
       // A takeover (not a join) by the engine that stays, or a new one where the dead one ran:
       // the new epoch fences whatever the dead process left in the record.
       const at = lostEngine ? (w.peer?.node ?? w.engine.node) : w.engine.node;
-      const survivors = [w.engine, w.peer].filter((e): e is EngineProcess => e !== undefined && e.node.name !== nodeName);
+      const survivors = [w.engine, w.peer].filter(
+        (e): e is EngineProcess => e !== undefined && e.node.name !== nodeName,
+      );
       w.peer = undefined;
       // The survivor leaves first: a data plane hosts one engine per volume.
       for (const e of survivors) await w.sim.stopHostedEngine(e).catch(() => undefined);
@@ -280,7 +315,11 @@ export class Campaign {
     if (w === undefined) throw new Error('no migrating volume');
     const to = this.#node(w.engine.node.name === 'node-2' ? 'node-3' : 'node-2');
     const source = w.engine;
-    const target = await w.sim.startHostedEngine(to, { join: true, requestTimeoutMs: REQUEST_TIMEOUT_MS, rebuildIntervalMs: 500 });
+    const target = await w.sim.startHostedEngine(to, {
+      join: true,
+      requestTimeoutMs: REQUEST_TIMEOUT_MS,
+      rebuildIntervalMs: 500,
+    });
     w.peer = target;
     await sleep(500 + random() * 2000);
     if (w.peer !== target) return 'rolled-back'; // a fault replaced the engines meanwhile
@@ -318,7 +357,9 @@ export class Campaign {
     for (const v of last)
       if (!converged(v)) {
         result.unconverged.push(v.metadata?.name ?? '?');
-        result.problems.push(`${v.metadata?.name}: not converged after ${CONVERGE_MS} ms: ${JSON.stringify(v.status)}`);
+        result.problems.push(
+          `${v.metadata?.name}: not converged after ${CONVERGE_MS} ms: ${JSON.stringify(v.status)}`,
+        );
       }
     return false;
   }
@@ -327,8 +368,10 @@ export class Campaign {
     const secret = await readFile(w.sim.credentialFile);
     const record = membershipOf(await w.sim.record());
     const report = await scrubReplicas({ volume: w.sim.volume, secret, record, log: silentLogger() });
-    if (report.unreachable.length > 0) result.problems.push(`${w.sim.volume}: scrub could not reach ${JSON.stringify(report.unreachable)}`);
-    for (const d of report.divergent) result.problems.push(`${w.sim.volume}: replicas differ at ${d.offset} (${d.nodes.join(', ')})`);
+    if (report.unreachable.length > 0)
+      result.problems.push(`${w.sim.volume}: scrub could not reach ${JSON.stringify(report.unreachable)}`);
+    for (const d of report.divergent)
+      result.problems.push(`${w.sim.volume}: replicas differ at ${d.offset} (${d.nodes.join(', ')})`);
     return report.divergent.length;
   }
 
@@ -352,7 +395,9 @@ async function freeBytes(dir: string): Promise<number> {
 
 function converged(v: Volume): boolean {
   const s = v.status;
-  return s?.engines?.length === 1 && s.replicas?.length === 3 && s.replicas.every((r) => r.mode === 'ReadWrite');
+  return (
+    s?.engines?.length === 1 && s.replicas?.length === 3 && s.replicas.every((r) => r.mode === 'ReadWrite')
+  );
 }
 
 export function failed(r: TrialResult): boolean {

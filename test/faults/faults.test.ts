@@ -42,7 +42,11 @@ describe('drawing faults', () => {
 
 describe('the campaign command line', () => {
   it('reads trials, seed, replay and kinds', () => {
-    expect(parseCampaignArgs(['--trials', '5', '--seed', '42'])).toEqual({ trials: 5, seed: 42, kinds: FAULT_KINDS });
+    expect(parseCampaignArgs(['--trials', '5', '--seed', '42'])).toEqual({
+      trials: 5,
+      seed: 42,
+      kinds: FAULT_KINDS,
+    });
     expect(parseCampaignArgs(['--replay', '99', '--kinds', 'disk-full,cut-link-long'])).toMatchObject({
       replay: 99,
       kinds: ['disk-full', 'cut-link-long'],

@@ -54,10 +54,16 @@ const pick = <T>(random: () => number, items: readonly T[]): T => {
   if (item === undefined) throw new Error('nothing to pick from');
   return item;
 };
-const between = (random: () => number, low: number, high: number) => Math.round(low + random() * (high - low));
+const between = (random: () => number, low: number, high: number) =>
+  Math.round(low + random() * (high - low));
 
 /** One or two faults at random moments of a window of `windowMs`. */
-export function drawFaults(random: () => number, topology: Topology, windowMs: number, kinds = FAULT_KINDS): Fault[] {
+export function drawFaults(
+  random: () => number,
+  topology: Topology,
+  windowMs: number,
+  kinds = FAULT_KINDS,
+): Fault[] {
   const count = random() < 0.35 ? 2 : 1;
   const faults: Fault[] = [];
   for (let i = 0; i < count; i++) {

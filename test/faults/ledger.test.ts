@@ -41,7 +41,13 @@ describe('the ledger workload', () => {
     const socket = join(dir, 'nbd.sock');
     const server = await startMemoryNbdServer(socket, 'vol', 256 * BLOCK);
     try {
-      const ledger = new Ledger({ blocks: 256, depth: 4, target: () => socket, exportName: 'vol', random: seededRandom(1) });
+      const ledger = new Ledger({
+        blocks: 256,
+        depth: 4,
+        target: () => socket,
+        exportName: 'vol',
+        random: seededRandom(1),
+      });
       ledger.start();
       await sleep(300);
       await ledger.stop();
@@ -62,7 +68,13 @@ describe('the ledger workload', () => {
   it('reconnects after the server goes away and counts the writes in flight as indeterminate', async () => {
     const socket = join(dir, 'nbd.sock');
     let server = await startMemoryNbdServer(socket, 'vol', 64 * BLOCK);
-    const ledger = new Ledger({ blocks: 64, depth: 2, target: () => socket, exportName: 'vol', random: seededRandom(2) });
+    const ledger = new Ledger({
+      blocks: 64,
+      depth: 2,
+      target: () => socket,
+      exportName: 'vol',
+      random: seededRandom(2),
+    });
     ledger.start();
     await sleep(150);
     await server.close();

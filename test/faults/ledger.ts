@@ -156,7 +156,11 @@ export class Ledger {
         if (zero) this.#zeroes.add(seq);
         const request = zero
           ? client.request({ command: NBD_CMD.WRITE_ZEROES, offset: index * BLOCK, length: BLOCK })
-          : client.request({ command: NBD_CMD.WRITE, offset: index * BLOCK, payload: blockContent(index, seq) });
+          : client.request({
+              command: NBD_CMD.WRITE,
+              offset: index * BLOCK,
+              payload: blockContent(index, seq),
+            });
         const reply = await Promise.race([
           request,
           new Promise<undefined>((resolve) => {
@@ -202,8 +206,13 @@ export class Ledger {
       const chunk = 256; // blocks per read (1 MiB)
       for (let start = 0; start < this.#blocks; start += chunk) {
         const count = Math.min(chunk, this.#blocks - start);
-        const reply = await client.request({ command: NBD_CMD.READ, offset: start * BLOCK, length: count * BLOCK });
-        if (reply.errno !== 0 || reply.data === undefined) throw new Error(`read at block ${start}: errno ${reply.errno}`);
+        const reply = await client.request({
+          command: NBD_CMD.READ,
+          offset: start * BLOCK,
+          length: count * BLOCK,
+        });
+        if (reply.errno !== 0 || reply.data === undefined)
+          throw new Error(`read at block ${start}: errno ${reply.errno}`);
         for (let i = 0; i < count; i++) {
           const index = start + i;
           const acked = this.#acked[index] ?? 0;
@@ -214,7 +223,8 @@ export class Ledger {
           const problem = classify(got, index, acked, maybe, (seq) => this.#zeroes.has(seq));
           if (problem === 'lost') result.lost++;
           if (problem === 'corrupt') result.corrupt++;
-          if (problem !== undefined) note(`block ${index}: ${problem} (acknowledged seq ${acked}, holds ${describe(got)})`);
+          if (problem !== undefined)
+            note(`block ${index}: ${problem} (acknowledged seq ${acked}, holds ${describe(got)})`);
         }
       }
     } finally {

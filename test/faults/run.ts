@@ -23,12 +23,14 @@ export function parseCampaignArgs(argv: string[]): CampaignOptions {
   });
   const integer = (name: string, text: string, max: number) => {
     const n = Number(text);
-    if (!Number.isInteger(n) || n < 0 || n > max) throw new Error(`--${name} must be a whole number from 0 to ${max}, not "${text}"`);
+    if (!Number.isInteger(n) || n < 0 || n > max)
+      throw new Error(`--${name} must be a whole number from 0 to ${max}, not "${text}"`);
     return n;
   };
   const kinds = (values.kinds?.split(',') ?? [...FAULT_KINDS]).map((k) => k.trim());
   for (const k of kinds)
-    if (!FAULT_KINDS.includes(k as FaultKind)) throw new Error(`--kinds: unknown fault "${k}" (known: ${FAULT_KINDS.join(', ')})`);
+    if (!FAULT_KINDS.includes(k as FaultKind))
+      throw new Error(`--kinds: unknown fault "${k}" (known: ${FAULT_KINDS.join(', ')})`);
   const trials = integer('trials', values.trials, 10_000);
   if (trials === 0) throw new Error('--trials must be at least 1');
   return {
@@ -40,7 +42,10 @@ export function parseCampaignArgs(argv: string[]): CampaignOptions {
 }
 
 /** Runs a campaign; `log` gets the per-trial lines. */
-export async function runCampaign(options: CampaignOptions, log: (line: string) => void): Promise<{ summary: CampaignSummary; results: TrialResult[] }> {
+export async function runCampaign(
+  options: CampaignOptions,
+  log: (line: string) => void,
+): Promise<{ summary: CampaignSummary; results: TrialResult[] }> {
   const campaign = new Campaign(log);
   const results: TrialResult[] = [];
   // Interrupted (Ctrl-C, a CI timeout): remove the namespaces, mounts and processes first.
@@ -59,7 +64,10 @@ export async function runCampaign(options: CampaignOptions, log: (line: string) 
     for (const [n, seed] of seeds.entries()) {
       const result = await campaign.trial(n, seed, options.kinds);
       results.push(result);
-      const recovery = result.recoveryMs === undefined ? 'not converged' : `recovered in ${(result.recoveryMs / 1000).toFixed(1)} s`;
+      const recovery =
+        result.recoveryMs === undefined
+          ? 'not converged'
+          : `recovered in ${(result.recoveryMs / 1000).toFixed(1)} s`;
       log(`trial ${n}: ${failed(result) ? 'FAILED' : 'ok'}, ${recovery}`);
       if (failed(result)) {
         for (const p of result.problems.slice(0, 10)) log(`  ${p}`);
@@ -73,4 +81,3 @@ export async function runCampaign(options: CampaignOptions, log: (line: string) 
   }
   return { summary: campaign.summary(options.seed, results), results };
 }
-

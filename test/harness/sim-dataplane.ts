@@ -16,12 +16,12 @@ import { ReplicaStore } from '../../driver/replica/store.js';
 import { type ControlPlane, startControlPlane } from '../../lab/control-plane.js';
 import { SimulatedNetwork as Network, type SimulatedNetwork, type SimulatedNode } from '../../lab/netns.js';
 import { API_VERSION, VOLUME_KIND, type Volume } from '../../lib/api/volume.js';
+import { run } from '../../lib/exec.js';
 import { loadKubeConfig } from '../../lib/kube/client.js';
 import { installCrds } from '../../lib/kube/manifests.js';
 import { VolumeClient } from '../../lib/kube/volumes.js';
 import { manifestsDir, packageRoot } from '../../lib/paths.js';
 import { canConnect, waitFor } from '../../lib/readiness.js';
-import { run } from '../../lib/exec.js';
 import type { Service } from '../../lib/service.js';
 import { tandemEntry } from './cli-process.js';
 
