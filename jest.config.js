@@ -24,7 +24,9 @@ export default {
     {
       ...common,
       displayName: 'unit',
-      testMatch: ['<rootDir>/{lib,cli,driver,webhook,migrator,lab,bench,test/harness,test/faults}/**/*.test.ts'],
+      testMatch: [
+        '<rootDir>/{lib,cli,driver,webhook,migrator,lab,bench,test/harness,test/faults}/**/*.test.ts',
+      ],
     },
     {
       ...common,
