@@ -45,14 +45,13 @@ const TOPOLOGY: Topology = {
   engineHost: 'node-1',
   engineNode: 'node-4',
   diskNodes: ['node-2', 'node-3'],
-  faultyDiskNode: 'node-3',
 };
 
 export interface TrialResult {
   trial: number;
   seed: number;
   faults: Fault[];
-  migration?: 'confirmed' | 'rolled-back';
+  migration?: 'confirmed' | 'rolled-back' | 'refused';
   lost: number;
   corrupt: number;
   divergent: number;
@@ -65,6 +64,8 @@ export interface CampaignSummary {
   trials: number;
   seed: number;
   faults: Partial<Record<FaultKind, number>>;
+  /** Live migrations of vol-migrating by outcome. */
+  migrations: Record<string, number>;
   lost_acknowledged_writes: number;
   corrupt_blocks: number;
   divergent_replicas: number;
@@ -207,7 +208,11 @@ export class Campaign {
 
   summary(seed: number, results: TrialResult[]): CampaignSummary {
     const faults: Partial<Record<FaultKind, number>> = {};
-    for (const r of results) for (const f of r.faults) faults[f.kind] = (faults[f.kind] ?? 0) + 1;
+    const migrations: Record<string, number> = {};
+    for (const r of results) {
+      for (const f of r.faults) faults[f.kind] = (faults[f.kind] ?? 0) + 1;
+      if (r.migration !== undefined) migrations[r.migration] = (migrations[r.migration] ?? 0) + 1;
+    }
     const recoveries = results
       .flatMap((r) => (r.recoveryMs === undefined ? [] : [r.recoveryMs]))
       .sort((a, b) => a - b);
@@ -224,6 +229,7 @@ export class Campaign {
       trials: results.length,
       seed,
       faults,
+      migrations,
       lost_acknowledged_writes: results.reduce((s, r) => s + r.lost, 0),
       corrupt_blocks: results.reduce((s, r) => s + r.corrupt, 0),
       divergent_replicas: results.reduce((s, r) => s + r.divergent, 0),
@@ -281,8 +287,6 @@ export class Campaign {
         await rm(ballast, { force: true });
         return;
       }
-      case 'disk-errors':
-        throw new Error('disk-errors is not wired into the campaign yet');
     }
   }
 
@@ -310,16 +314,25 @@ export class Campaign {
   }
 
   /** Moves vol-migrating's engine to the other replica node, as a live migration does. */
-  async #migrate(random: () => number, rollBack: boolean): Promise<'confirmed' | 'rolled-back'> {
+  async #migrate(random: () => number, rollBack: boolean): Promise<'confirmed' | 'rolled-back' | 'refused'> {
     const w = this.#workloads.get('vol-migrating');
     if (w === undefined) throw new Error('no migrating volume');
     const to = this.#node(w.engine.node.name === 'node-2' ? 'node-3' : 'node-2');
     const source = w.engine;
-    const target = await w.sim.startHostedEngine(to, {
-      join: true,
-      requestTimeoutMs: REQUEST_TIMEOUT_MS,
-      rebuildIntervalMs: 500,
-    });
+    let target: EngineProcess;
+    try {
+      target = await w.sim.startHostedEngine(to, {
+        join: true,
+        requestTimeoutMs: REQUEST_TIMEOUT_MS,
+        rebuildIntervalMs: 500,
+      });
+    } catch (err) {
+      // By design a second engine joins only if it reaches every replica (docs/dataplane.md):
+      // a replica cut off or out of space refuses the migration, and the VM stays where it is —
+      // what KubeVirt does with a migration whose target fails to start.
+      if (/unreachable|cannot join/.test((err as Error).message)) return 'refused';
+      throw err;
+    }
     w.peer = target;
     await sleep(500 + random() * 2000);
     if (w.peer !== target) return 'rolled-back'; // a fault replaced the engines meanwhile

@@ -8,7 +8,6 @@ const topology: Topology = {
   engineHost: 'node-1',
   engineNode: 'node-4',
   diskNodes: ['node-2', 'node-3'],
-  faultyDiskNode: 'node-3',
 };
 
 describe('drawing faults', () => {

@@ -10,8 +10,7 @@ export type FaultKind =
   | 'kill-engine-process'
   | 'cut-link-short'
   | 'cut-link-long'
-  | 'disk-full'
-  | 'disk-errors';
+  | 'disk-full';
 
 export const FAULT_KINDS: readonly FaultKind[] = [
   'kill-replica-server',
@@ -20,7 +19,6 @@ export const FAULT_KINDS: readonly FaultKind[] = [
   'cut-link-short',
   'cut-link-long',
   'disk-full',
-  'disk-errors',
 ];
 
 export interface Fault {
@@ -42,8 +40,6 @@ export interface Topology {
   engineNode: string;
   /** Replica nodes whose data directory can be made full. */
   diskNodes: readonly string[];
-  /** The replica node whose data directory sits on an error-injecting device. */
-  faultyDiskNode: string;
 }
 
 /** The request timeout the campaign gives engines; link cuts are drawn around it. */
@@ -99,7 +95,5 @@ function fault(random: () => number, topology: Topology, kind: FaultKind, atMs: 
       };
     case 'disk-full':
       return { kind, node: pick(random, topology.diskNodes), atMs, forMs: between(random, 500, 4000) };
-    case 'disk-errors':
-      return { kind, node: topology.faultyDiskNode, atMs, forMs: between(random, 500, 3000) };
   }
 }

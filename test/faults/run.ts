@@ -68,7 +68,8 @@ export async function runCampaign(
         result.recoveryMs === undefined
           ? 'not converged'
           : `recovered in ${(result.recoveryMs / 1000).toFixed(1)} s`;
-      log(`trial ${n}: ${failed(result) ? 'FAILED' : 'ok'}, ${recovery}`);
+      const migration = result.migration === undefined ? '' : `, migration ${result.migration}`;
+      log(`trial ${n}: ${failed(result) ? 'FAILED' : 'ok'}, ${recovery}${migration}`);
       if (failed(result)) {
         for (const p of result.problems.slice(0, 10)) log(`  ${p}`);
         log(`  replay: npm run faults -- --replay ${seed} --kinds ${options.kinds.join(',')}`);

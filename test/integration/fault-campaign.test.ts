@@ -12,8 +12,7 @@ jest.setTimeout(600_000);
 describe('the fault campaign, short', () => {
   it('loses no acknowledged write, leaves identical replicas and one engine per volume', async () => {
     const lines: string[] = [];
-    const kinds = FAULT_KINDS.filter((k) => k !== 'disk-errors');
-    const { summary, results } = await runCampaign({ trials: 4, seed: 16, kinds }, (line) =>
+    const { summary, results } = await runCampaign({ trials: 4, seed: 16, kinds: FAULT_KINDS }, (line) =>
       lines.push(line),
     );
     if (summary.failed_trials.length > 0) console.log(lines.join('\n'));
