@@ -27,6 +27,7 @@ describe('tandem CLI', () => {
       'node',
       'dataplane',
       'engine',
+      'nbd-relay',
       'replica',
       'scrub',
       'webhook',

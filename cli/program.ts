@@ -5,6 +5,7 @@ import { engineCommand } from './commands/engine.js';
 import { labCommand } from './commands/lab.js';
 import { labMigrateCommand } from './commands/lab-migrate.js';
 import { migratorCommand } from './commands/migrator.js';
+import { nbdRelayCommand } from './commands/nbd-relay.js';
 import { nodeCommand } from './commands/node.js';
 import { replicaCommand } from './commands/replica.js';
 import { scrubCommand } from './commands/scrub.js';
@@ -36,6 +37,7 @@ export function buildProgram(output?: ProgramOutput): Command {
     nodeCommand(),
     dataplaneCommand(),
     engineCommand(),
+    nbdRelayCommand(),
     replicaCommand(),
     scrubCommand(),
     webhookCommand(),

@@ -11,7 +11,7 @@ report() { echo "leftover: $*" >&2; found=1; }
 tools_cache=${TANDEM_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tandem/tools}
 while read -r pid args; do
   [ -n "$pid" ] && report "process $pid: $args"
-done < <(pgrep -af -- "$tools_cache/|tandem-cp-|lab-test-" | grep -v -e pgrep -e check-leftovers || true)
+done < <(pgrep -af -- "$tools_cache/|tandem-cp-|lab-test-| nbd-relay " | grep -v -e pgrep -e check-leftovers || true)
 
 for ns in $(ip netns list 2>/dev/null | awk '/^tandem-/{print $1}'); do
   report "network namespace $ns"
