@@ -57,6 +57,8 @@ export interface TrialResult {
   divergent: number;
   unconverged: string[];
   recoveryMs?: number;
+  /** Where the trial's time went: the fault window, convergence (and the rest of the window), the checks. */
+  phasesMs?: { faults: number; converge: number; check: number };
   problems: string[];
 }
 
@@ -189,20 +191,29 @@ export class Campaign {
     if (converged) result.recoveryMs = Date.now() - healedAt;
     const rest = FAULT_WINDOW_MS - (Date.now() - started);
     if (rest > 0) await sleep(rest);
-    for (const w of this.#workloads.values()) {
-      await w.ledger.stop();
-      try {
-        const check = await w.ledger.check(w.engine.socket);
-        result.lost += check.lost;
-        result.corrupt += check.corrupt;
-        for (const e of check.examples) result.problems.push(`${w.sim.volume}: ${e}`);
-      } catch (err) {
-        result.problems.push(
-          `${w.sim.volume}: the check could not read the volume: ${(err as Error).message}`,
-        );
-      }
-      if (converged) result.divergent += await this.#divergent(w, result);
-    }
+    const checkedAt = Date.now();
+    const workloads = [...this.#workloads.values()];
+    await Promise.all(workloads.map((w) => w.ledger.stop()));
+    await Promise.all(
+      workloads.map(async (w) => {
+        try {
+          const check = await w.ledger.check(w.engine.socket);
+          result.lost += check.lost;
+          result.corrupt += check.corrupt;
+          for (const e of check.examples) result.problems.push(`${w.sim.volume}: ${e}`);
+        } catch (err) {
+          result.problems.push(
+            `${w.sim.volume}: the check could not read the volume: ${(err as Error).message}`,
+          );
+        }
+        if (converged) result.divergent += await this.#divergent(w, result);
+      }),
+    );
+    result.phasesMs = {
+      faults: healedAt - started,
+      converge: checkedAt - healedAt,
+      check: Date.now() - checkedAt,
+    };
     return result;
   }
 

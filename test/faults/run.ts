@@ -69,7 +69,8 @@ export async function runCampaign(
           ? 'not converged'
           : `recovered in ${(result.recoveryMs / 1000).toFixed(1)} s`;
       const migration = result.migration === undefined ? '' : `, migration ${result.migration}`;
-      log(`trial ${n}: ${failed(result) ? 'FAILED' : 'ok'}, ${recovery}${migration}`);
+      const phases = result.phasesMs === undefined ? '' : ` (phases ms ${JSON.stringify(result.phasesMs)})`;
+      log(`trial ${n}: ${failed(result) ? 'FAILED' : 'ok'}, ${recovery}${migration}${phases}`);
       if (failed(result)) {
         for (const p of result.problems.slice(0, 10)) log(`  ${p}`);
         log(`  replay: npm run faults -- --replay ${seed} --kinds ${options.kinds.join(',')}`);

@@ -9,7 +9,8 @@ import type { ChildProcessWithoutNullStreams } from 'node:child_process';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it, jest } from '@jest/globals';
-import { spawnTandem, waitForOutput } from '../harness/cli-process.js';
+import { canConnect, waitFor } from '../../lib/readiness.js';
+import { spawnTandem } from '../harness/cli-process.js';
 import { fioJobs, fioVerify } from '../harness/fio.js';
 import { SimDataPlane } from '../harness/sim-dataplane.js';
 
@@ -46,10 +47,11 @@ describe('the NBD relay across a data-plane restart', () => {
       '--listen',
       relaySocket,
     ]);
-    relay.stdout.on('data', (d: Buffer) => {
+    // The relay logs (pino) to stderr.
+    relay.stderr.on('data', (d: Buffer) => {
       relayOutput += d;
     });
-    await waitForOutput(relay, 'relaying', 30_000);
+    await waitFor('the relay to serve', () => canConnect({ path: relaySocket }), 30_000);
 
     let finished = false;
     const workload = fioVerify(`nbd+unix:///${sim.volume}?socket=${relaySocket}`, {
