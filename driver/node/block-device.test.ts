@@ -48,7 +48,6 @@ describe('what nbdfuse connects to', () => {
     };
     expect(await fuseLoopTarget('/run/e/pvc-1.sock', 'pvc-1', probe)).toEqual({
       uri: 'nbd+unix:///pvc-1%40growable?socket=/run/e/pvc-1.sock',
-      exportName: 'pvc-1@growable',
       sizeLimit: 8 << 20,
     });
     expect(asked).toEqual([['pvc-1', 'pvc-1@growable']]);
@@ -57,10 +56,7 @@ describe('what nbdfuse connects to', () => {
 
   it('the export itself, without a limit, from an engine without the growable export', async () => {
     const probe = async () => [8 << 20, undefined];
-    expect(await fuseLoopTarget('/s', 'pvc-1', probe)).toEqual({
-      uri: 'nbd+unix:///pvc-1?socket=/s',
-      exportName: 'pvc-1',
-    });
+    expect(await fuseLoopTarget('/s', 'pvc-1', probe)).toEqual({ uri: 'nbd+unix:///pvc-1?socket=/s' });
     await expect(fuseLoopTarget('/s', 'pvc-1', async () => [undefined, undefined])).rejects.toThrow(
       /no export pvc-1/,
     );

@@ -11,11 +11,7 @@ import { mkdir, realpath } from 'node:fs/promises';
 import { run } from '../../lib/exec.js';
 import { growableExportName } from '../nbd/growable.js';
 import { probeExportSizes } from '../nbd/probe.js';
-import { unixSocketUri } from '../nbd/uri.js';
 import { attachFuseLoop, detachFuseLoop, fuseLoopPaths } from './fuse-loop.js';
-
-export { unixSocketUri };
-
 import {
   attachKernelNbd,
   connectedKernelDevice,
@@ -50,13 +46,13 @@ export async function fuseLoopTarget(
   socketPath: string,
   exportName: string,
   probe: ExportProbe = probeExportSizes,
-): Promise<{ uri: string; exportName: string; sizeLimit?: number }> {
+): Promise<{ uri: string; sizeLimit?: number }> {
   const growable = growableExportName(exportName);
   const [size, growableSize] = await probe(socketPath, [exportName, growable]);
   if (size === undefined) throw new Error(`the NBD server on ${socketPath} has no export ${exportName}`);
   if (growableSize === undefined || growableSize < size || size === 0)
-    return { uri: unixSocketUri(socketPath, exportName), exportName };
-  return { uri: unixSocketUri(socketPath, growable), exportName: growable, sizeLimit: size };
+    return { uri: unixSocketUri(socketPath, exportName) };
+  return { uri: unixSocketUri(socketPath, growable), sizeLimit: size };
 }
 
 export interface DetachOptions {
@@ -76,6 +72,15 @@ const VOLUME_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 function checkVolumeId(volumeId: string): void {
   if (!VOLUME_ID.test(volumeId))
     throw new Error(`volume id ${JSON.stringify(volumeId)} cannot name a directory`);
+}
+
+/**
+ * The NBD URI for an engine's unix socket (RFC-style nbd+unix, as libnbd parses it): the export
+ * name is the path, the socket a query parameter; both percent-encoded except for slashes.
+ */
+export function unixSocketUri(socketPath: string, exportName: string): string {
+  const encode = (s: string) => encodeURIComponent(s).replace(/%2F/g, '/');
+  return `nbd+unix:///${encode(exportName)}?socket=${encode(socketPath)}`;
 }
 
 export function targetUri(target: AttachTarget): string {
@@ -113,13 +118,11 @@ export async function attachBlockDevice(options: AttachOptions): Promise<Attachm
     // Never two frontends for one volume: an attachment through the other one is reused as is.
     const other = await connectedKernelDevice(stateDir, options.volumeId);
     if (other !== undefined) return other;
-    if ('nbdUri' in options) return attachFuseLoop(fuseLoopPaths(stateDir, options.volumeId), uri, runner);
-    // An engine's socket: nbdfuse connects through a relay, so a data-plane restart is a pause.
-    const target = await fuseLoopTarget(options.socketPath, options.exportName, options.probe);
-    return attachFuseLoop(fuseLoopPaths(stateDir, options.volumeId), target.uri, runner, target.sizeLimit, {
-      upstream: options.socketPath,
-      exportName: target.exportName,
-    });
+    const target =
+      'nbdUri' in options
+        ? { uri }
+        : await fuseLoopTarget(options.socketPath, options.exportName, options.probe);
+    return attachFuseLoop(fuseLoopPaths(stateDir, options.volumeId), target.uri, runner, target.sizeLimit);
   });
   return {
     devicePath,

@@ -22,10 +22,8 @@ import { mkdir, readdir, readFile, readlink, rm, rmdir, stat } from 'node:fs/pro
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { run } from '../../lib/exec.js';
-import { unixSocketUri } from '../nbd/uri.js';
 import { ensureLoopDirectIo, loopSizeLimit, raiseLoopSizeLimit } from './loop-ioctl.js';
 import { type CommandRunner, findMount, mountsOfDevice, unmount } from './mounts.js';
-import { ensureRelay, relayPaths, stopRelay } from './relay.js';
 
 export const FUSE_SUBTYPE = 'fuse.nbdfuse';
 
@@ -207,7 +205,6 @@ export async function attachFuseLoop(
   uri: string,
   runner: CommandRunner = run,
   sizeLimit?: number,
-  relay?: { upstream: string; exportName: string },
 ): Promise<string> {
   const mounted = await findMount(paths.mountDir);
   if (
@@ -234,15 +231,7 @@ export async function attachFuseLoop(
   }
   if ((await findMount(paths.mountDir)) === undefined) {
     await mkdir(paths.mountDir, { recursive: true });
-    let through = uri;
-    if (relay !== undefined) {
-      // A fresh relay with every fresh nbdfuse: the engine's socket or export may have changed.
-      const relayFiles = relayPaths(paths.dir);
-      await stopRelay(relayFiles);
-      await ensureRelay(relayFiles, relay.upstream, relay.exportName, runner);
-      through = unixSocketUri(relayFiles.socket, relay.exportName);
-    }
-    await startNbdfuse(paths, through, runner);
+    await startNbdfuse(paths, uri, runner);
   }
   const existing = await loopDevicesOf(paths.file, runner, true);
   if (existing[0] !== undefined) {
@@ -360,7 +349,6 @@ export async function detachFuseLoop(paths: FuseLoopPaths, runner: CommandRunner
   );
   // nbdfuse exits by itself once unmounted; wait so that nothing of the volume outlives detach.
   await stopNbdfuse(paths, runner);
-  await stopRelay(relayPaths(paths.dir));
   await rm(paths.pidFile, { force: true });
   await rm(paths.logFile, { force: true });
   // rmdir, not a recursive rm: if anything is still mounted there, this fails instead of deleting through it.

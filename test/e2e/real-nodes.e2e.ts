@@ -313,23 +313,6 @@ describe('Tandem on real nodes', () => {
     const restart = async (component: string) => {
       const old = await daemonPod(component);
       const start = await progress();
-      // The longest stretch without a completed write, sampled every 200 ms: the pause the pod saw.
-      let sampling = true;
-      let longestPauseMs = 0;
-      const sampler = (async () => {
-        let last = start.writes;
-        let since = Date.now();
-        while (sampling) {
-          await new Promise((r) => setTimeout(r, 200));
-          const now = await progress().catch(() => undefined);
-          if (now === undefined) continue;
-          if (now.writes !== last) {
-            last = now.writes;
-            since = Date.now();
-          }
-          longestPauseMs = Math.max(longestPauseMs, Date.now() - since);
-        }
-      })();
       await env.kubectl('-n', 'tandem-system', 'delete', 'pod', old, '--wait=true', '--timeout=120s');
       let current = old;
       const deadline = Date.now() + 120_000;
@@ -348,26 +331,20 @@ describe('Tandem on real nodes', () => {
       );
       await new Promise((r) => setTimeout(r, 3_000));
       const end = await progress();
-      sampling = false;
-      await sampler;
-      return { writes: end.writes - start.writes, errors: end.errors - start.errors, longestPauseMs };
+      return { writes: end.writes - start.writes, errors: end.errors - start.errors };
     };
     await new Promise((r) => setTimeout(r, 2_000));
     const before = await progress();
     expect(before.writes).toBeGreaterThan(10);
     expect(before.errors).toBe(0);
-    // The data plane first: its engine restarts under the pod, and the node's NBD relay
-    // (driver/node/relay.ts) carries nbdfuse's connection over to the new engine, so the pod
-    // sees a pause and no error. The node plugin last: nbdfuse and the relay run in its
-    // container and die with it — recorded, not asserted (issue 16 leaves it for a later step,
-    // docs/faults.md).
-    const dataPlane = await restart('dataplane');
+    // Recorded, not asserted (the issue asks what happens; the fault-campaign issue makes both
+    // invisible): nbdfuse runs in the node plugin's container and dies with it, the engines in
+    // the data-plane pod. docs/testing.md keeps the figures.
     const nodePlugin = await restart('node');
+    const dataPlane = await restart('dataplane');
     console.log(
-      `under a writing pod (4 KiB O_DIRECT+fsync every 100 ms): data-plane restart ${JSON.stringify(dataPlane)}, node-plugin restart ${JSON.stringify(nodePlugin)}`,
+      `under a writing pod (4 KiB O_DIRECT+fsync every 100 ms): node-plugin restart ${JSON.stringify(nodePlugin)}, data-plane restart ${JSON.stringify(dataPlane)}`,
     );
-    expect(dataPlane.writes).toBeGreaterThan(0);
-    expect(dataPlane.errors).toBe(0);
     await env.kubectl(
       '-n',
       NS,
