@@ -49,8 +49,10 @@ export async function runCampaign(
   const campaign = new Campaign(log);
   const results: TrialResult[] = [];
   // Interrupted (Ctrl-C, a CI timeout): remove the namespaces, mounts and processes first.
+  // The summary of the trials that finished is printed first, so a bounded run still reports.
   const interrupted = (signal: NodeJS.Signals) => {
-    log(`faults: ${signal}, tearing down`);
+    log(`faults: ${signal} after ${results.length} trials, tearing down`);
+    log(JSON.stringify({ ...campaign.summary(options.seed, results), interrupted: true }));
     void campaign.tearDown().finally(() => process.exit(130));
   };
   process.once('SIGINT', interrupted);
