@@ -44,8 +44,8 @@ export interface SimDataPlaneOptions {
   reconcileNamespace?: string;
   /**
    * Put each replica node's data directory on a tmpfs of this many bytes (mounted before its
-   * server starts, unmounted by destroy()), so a test can make a replica's disk full by shrinking
-   * it (`mount -o remount,size=`).
+   * server starts, unmounted by destroy()), so a test can make a replica's disk full (the fault
+   * campaign fills it with a ballast file) without touching the host's own disk.
    */
   tmpfsBytes?: number;
 }
