@@ -7,8 +7,9 @@ import { absolutePath, logLevelOption } from '../options.js';
 
 /**
  * `tandem nbd-relay`: serves one export of an engine on a socket of its own and keeps serving it
- * across restarts of the engine (driver/nbd/relay-device.ts says how and why). A node puts it
- * between nbdfuse and the engine's socket.
+ * across restarts of the engine (driver/nbd/relay-device.ts says how and why). It is meant to sit
+ * between nbdfuse and the engine's socket on a node; the node plugin does not start it yet, for
+ * the reason docs/faults.md gives (a fenced attachment's writes must never reach a later engine).
  */
 export function nbdRelayCommand() {
   return new Command('nbd-relay')

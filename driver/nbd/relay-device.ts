@@ -4,7 +4,8 @@
  * the data plane restarts (a rollout, an upgrade, a SIGKILL) and its engine with it, every I/O
  * through them fails for good. With the relay in between, nbdfuse's connection is to the relay,
  * which reconnects to the engine's socket — the data plane's reconciler starts the engine again
- * at the same path — and sends again every request that had no answer yet.
+ * at the same path — and sends again every request that had no answer yet. (Not started by the
+ * node plugin yet: it cannot tell its engine's restart from a fence so far, docs/faults.md.)
  *
  * Sending again is safe: a write the old engine acknowledged is on every replica, so nothing
  * acknowledged depends on the lost connection; a request that got no answer may run twice, and
