@@ -130,6 +130,26 @@ describe('Engine writes', () => {
     expect(modes(await three.store.read())).toEqual({ 'node-1': 'ReadWrite', 'node-2': 'Failed' });
   });
 
+  it('trial 14 of `npm run faults -- --seed 2026` (replay 1753776076): an engine cut off from every replica serves again once its link is back', async () => {
+    const { net, store, a } = await attached(NODES, 'node-4');
+    await a.engine.write(0, fill(1), false);
+    for (const node of NODES) net.cut(a.id, node);
+    expect((await rejection(a.engine.write(0, fill(2), false))).errno).toBe('EIO');
+    expect((await rejection(a.engine.write(0, fill(2), false))).errno).toBe('EIO');
+    expect((await rejection(a.engine.read(0, 4096))).errno).toBe('EIO');
+    // Nothing could be fenced: every replica is one of the last readable ones.
+    expect(modes(await store.read())).toEqual({
+      'node-1': 'ReadWrite',
+      'node-2': 'ReadWrite',
+      'node-3': 'ReadWrite',
+    });
+    for (const node of NODES) net.heal(a.id, node);
+    await a.engine.write(4096, fill(3), false);
+    expect((await a.engine.read(4096, 4096)).equals(fill(3))).toBe(true);
+    expect((await a.engine.read(0, 4096)).equals(fill(1))).toBe(true);
+    await expectHeldByEveryMember(net, store, 4096, fill(3));
+  });
+
   it('does not acknowledge a write when the fencing cannot be recorded', async () => {
     const { net, store, a } = await attached();
     net.replica('node-2').faults.push({ kind: 'fail', ops: ['write'], count: 1 });

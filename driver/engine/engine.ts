@@ -48,7 +48,14 @@ export class Engine implements BlockDevice {
       for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
         const readable = this.#usable().readable();
         const chosen = readable[0];
-        if (chosen === undefined) throw new NoReplicaError('no readable replica');
+        if (chosen === undefined) {
+          // No open link at all (every replica was unreachable): try to connect again first.
+          if (attempt === 0) {
+            await this.#set.refresh().catch(() => undefined);
+            continue;
+          }
+          throw new NoReplicaError('no readable replica');
+        }
         if (!this.#set.shared) {
           // One engine: nothing to validate against, so no probes and no settled-array bookkeeping.
           try {
@@ -109,6 +116,11 @@ export class Engine implements BlockDevice {
         const pending = done.size === 0 ? writable : writable.filter((t) => !done.has(t.link));
         if (pending.length === 0) {
           if (this.#set.readable().some((t) => done.has(t.link))) return;
+          if (attempt === 0 && done.size === 0) {
+            // No link at all (every replica was unreachable): try to connect again first.
+            await this.#set.refresh().catch(() => undefined);
+            continue;
+          }
           throw new NoReplicaError('no replica to write to');
         }
         const links = pending.map((t) => t.link);
