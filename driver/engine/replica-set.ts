@@ -356,10 +356,7 @@ export class ReplicaSet {
   /** Marks `nodes` Failed in a new epoch; returns the stored record (another engine's if it moved). */
   async #fenceOnce(nodes: string[]): Promise<Membership> {
     const expected = this.record.epoch;
-    const readableLeft = this.record.replicas.filter(
-      (r) => r.mode === 'ReadWrite' && !nodes.includes(r.node),
-    );
-    if (readableLeft.length === 0) {
+    if (this.#readableLeftAfter(nodes) === 0) {
       // Fencing the last readable replica would leave nothing that holds every acknowledged
       // write; the operation fails instead and the replica keeps its place.
       throw new NoReplicaError(`no readable replica would remain after removing ${nodes.join(', ')}`);
